@@ -1,0 +1,54 @@
+# Bootstrap a local .venv on a fresh machine (idempotent), then run things inside it.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libb64-0d
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup system-deps test lint format demo bench clean
+
+help:
+	@echo "make demo   - the main job, end to end"
+	@echo "make test   - the whole test suite (what CI runs)"
+	@echo "make lint   - ruff"
+	@echo "make bench  - benchmarks (print figures; not part of the tests)"
+
+setup: system-deps $(STAMP)
+
+# Debian packages the project needs (perf_analyzer links libb64); installed only where missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Re-installs only when the dependency pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+demo: setup
+	$(PY) -m model_def.demo
+
+bench: setup
+	$(PY) benchmarks/bench_model_def.py
+
+clean:
+	rm -rf $(VENV) artifacts build *.egg-info .pytest_cache .ruff_cache
