@@ -41,6 +41,7 @@ class Figures:
     cosine_min: float
     top1_agreement: float | None
     in_top5: float | None
+    topk_overlap: float | None = None  # fill-mask: share of PyTorch's top-k ids the graph also returns
     per_output: dict[str, dict[str, float]] = field(default_factory=dict)
     gate: str = ""
     passed: bool = True
@@ -90,7 +91,7 @@ def compare(
     float_outputs = [i for i, n in enumerate(names) if np.issubdtype(reference[0][i].dtype, np.floating)]
     pred_index = names.index(spec.prediction_output)
     per_output: dict[str, dict[str, float]] = {}
-    cosines, agree, in_top5 = [], [], []
+    cosines, agree, in_top5, overlap = [], [], [], []
     max_abs = max_rel = 0.0
     for batch, ref, cand in zip(batches, reference, candidate, strict=True):
         valid = ref[names.index("mask_valid")] if spec.name == "fill_mask" else None
@@ -102,14 +103,15 @@ def compare(
             stats["max_abs_diff"] = max(stats["max_abs_diff"], abs_diff)
             stats["max_rel_diff"] = max(stats["max_rel_diff"], rel_diff)
             max_abs, max_rel = max(max_abs, abs_diff), max(max_rel, rel_diff)
-            if names[i] != "top_probs":  # probabilities of different token ids are not comparable vectors
-                cosines.append(_cosines(r, c))
+            # For fill-mask this compares the sorted top-k probability profiles; top-k overlap (below) checks the ids.
+            cosines.append(_cosines(r, c))
         if spec.name == "feature_extraction":
             continue
         if spec.name == "fill_mask":
             ref_ids, cand_ids = ref[pred_index][valid], cand[pred_index][valid]  # [n, k]
             agree.append(ref_ids[:, 0] == cand_ids[:, 0])
             in_top5.append((ref_ids[:, :5] == cand_ids[:, :1]).any(axis=1))
+            overlap.append((ref_ids[:, :, None] == cand_ids[:, None, :]).any(axis=2).mean(axis=1))
             continue
         ref_scores, cand_scores = ref[pred_index], cand[pred_index]
         mask = _positions_mask(spec, spec.prediction_output, batch, ref_scores)
@@ -135,6 +137,7 @@ def compare(
         cosine_min=float(all_cos.min()),
         top1_agreement=float(np.concatenate(agree).mean()) if agree else None,
         in_top5=float(np.concatenate(in_top5).mean()) if in_top5 else None,
+        topk_overlap=float(np.concatenate(overlap).mean()) if overlap else None,
         per_output=per_output,
     )
 
