@@ -204,3 +204,29 @@ HEAD_SPECS: dict[str, HeadSpec] = {
         ),
     )
 }
+
+
+# Which tasks a checkpoint of each architecture can serve (its config.json "architectures").
+TASKS_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
+    "MobileBertForPreTraining": ("feature_extraction", "pretraining", "masked_lm", "fill_mask", "next_sentence"),
+    "MobileBertForMaskedLM": ("feature_extraction", "masked_lm", "fill_mask"),
+    "MobileBertForNextSentencePrediction": ("feature_extraction", "next_sentence"),
+    "MobileBertModel": ("feature_extraction",),
+    "MobileBertForSequenceClassification": ("text_classification",),
+    "MobileBertForMultipleChoice": ("multiple_choice",),
+    "MobileBertForTokenClassification": ("token_classification",),
+    "MobileBertForQuestionAnswering": ("question_answering",),
+}
+
+# In a checkpoint set (one directory per kind, as the demo writes), the kind directory serving each task.
+CHECKPOINT_KIND_FOR_TASK: dict[str, str] = {
+    "feature_extraction": "pretraining",
+    "pretraining": "pretraining",
+    "masked_lm": "pretraining",
+    "fill_mask": "pretraining",
+    "next_sentence": "pretraining",
+    "text_classification": "sequence-classification",
+    "multiple_choice": "multiple-choice",
+    "token_classification": "token-classification",
+    "question_answering": "question-answering",
+}

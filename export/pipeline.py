@@ -28,9 +28,10 @@ import onnxruntime as ort
 import torch
 
 import model_def
-from model_def import CheckpointError, MissingWeightsError, MobileBertTokenizer
+from model_def import CheckpointError, MissingWeightsError, MobileBertModel, MobileBertTokenizer
 
 from .errors import ExportError
+from .folding import FoldedEncoder, fold_blockers, fold_encoder
 from .heads import FILL_MASK_MAX_MASKS, FILL_MASK_TOP_K, HEAD_SPECS, INPUT_NAMES, HeadSpec
 from .onnx_export import DEFAULT_OPSET, export_fp32
 from .quantize import (
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 FLAVOURS = ("fp32", "int8-dynamic", "int8-qdq")
 MANIFEST_VERSION = 1
-_CODE_FILES = ("heads.py", "onnx_export.py", "simplify.py", "quantize.py", "pipeline.py", "validate.py")
+_CODE_FILES = ("folding.py", "heads.py", "onnx_export.py", "simplify.py", "quantize.py", "pipeline.py", "validate.py")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ExportSettings:
     opset: int = DEFAULT_OPSET
     max_seq: int = 512
     simplify: bool = True
+    fold_nonorm: bool = True  # fold NoNorm into Linear weights where the config allows (export/folding.py)
     fill_mask_max_masks: int = FILL_MASK_MAX_MASKS
     fill_mask_top_k: int = FILL_MASK_TOP_K
     validation_examples: int = 64
@@ -167,6 +169,7 @@ class Manifest:
     validation: dict
     fp32_nodes: dict[str, dict] = field(default_factory=dict)
     simplification: dict = field(default_factory=dict)
+    folding: dict = field(default_factory=dict)
     serving: dict = field(default_factory=dict)
     seconds: float = 0.0
     manifest_version: int = MANIFEST_VERSION
@@ -289,6 +292,14 @@ def export_head(
             "top_k": settings.fill_mask_top_k,
         }
     module = spec.build(model, **options).eval()
+    blockers = fold_blockers(model.config)
+    folded = settings.fold_nonorm and not blockers
+    export_module = module
+    if folded:
+        step("fold NoNorm")
+        # FoldedEncoder has MobileBertModel's forward, so the base model's export wrapper applies to it as is.
+        folded_model = FoldedEncoder(model).eval() if isinstance(model, MobileBertModel) else fold_encoder(model)
+        export_module = spec.build(folded_model, **options).eval()
 
     step("validation inputs")
     validation = head_batches(
@@ -303,8 +314,9 @@ def export_head(
 
     step("export FP32")
     fp32_path = graph_paths(out_dir, task, "fp32")[0]
+    max_seq = min(settings.max_seq, model.config.max_position_embeddings)
     raw = export_fp32(
-        spec, module, fp32_path, max_seq=settings.max_seq, vocab_size=model.config.vocab_size, opset=settings.opset
+        spec, export_module, fp32_path, max_seq=max_seq, vocab_size=model.config.vocab_size, opset=settings.opset
     )
     scopes = node_scopes(raw)
     simplification: dict = {
@@ -326,7 +338,8 @@ def export_head(
     fp32_model = onnx.load(str(fp32_path), load_external_data=False)
     del raw
 
-    serving = {"max_seq": settings.max_seq}
+    folding = {"nonorm_folded": folded, "blockers": blockers if settings.fold_nonorm else ["disabled"]}
+    serving = {"max_seq": max_seq}
     if task == "fill_mask":
         serving.update(
             mask_token_id=tokenizer.mask_token_id,
@@ -348,6 +361,7 @@ def export_head(
         "tool_versions": versions,
         "simplification": simplification,
         "serving": serving,
+        "folding": folding,
     }
     manifests: dict[str, Manifest | dict] = {}
     calibration: list[Batch] | None = None

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 # Module paths (from the exporter's node metadata) whose MatMuls stay FP32, and why.
 DEFAULT_FP32_SCOPES: dict[str, str] = {
-    "embeddings.embedding_transformation": "embedding projection: wide-range raw embeddings, one matmul per token",
+    "embedding_transformation": "embedding projection: wide-range raw embeddings, one matmul per token",
     "qa_outputs": "final classifier: negligible cost, error lands directly on the prediction",
     "classifier": "final classifier: negligible cost, error lands directly on the prediction",
     "seq_relationship": "final classifier: negligible cost, error lands directly on the prediction",
@@ -49,7 +49,7 @@ class DynamicSettings:
     reduce_range: bool = False
     weight_type: str = "QInt8"
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
-    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
     fp32_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FP32_SCOPES))
 
     def to_dict(self) -> dict:
@@ -64,7 +64,7 @@ class QdqSettings:
     activation_symmetric: bool = True
     per_channel: bool = True
     calibrate_method: str = "MinMax"
-    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
     fp32_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FP32_SCOPES))
 
     def to_dict(self) -> dict:
@@ -77,9 +77,10 @@ def node_scopes(model: onnx.ModelProto) -> dict[str, str]:
     for node in model.graph.node:
         for prop in node.metadata_props:
             if prop.key == "namespace":
-                # "...ForQuestionAnswering/model.qa_outputs: torch.nn...Linear/linear_31: aten.linear.default"
-                path = [part.split(":")[0] for part in prop.value.split("/")]
-                scopes[node.name] = next((p for p in reversed(path) if p.startswith("model")), path[-1])
+                # "<root>/model.qa_outputs: torch.nn.modules.linear.Linear/linear_31: aten.linear.default":
+                # the part before the aten op names the module that owns the node.
+                parts = prop.value.split("/")
+                scopes[node.name] = parts[-2].split(":")[0] if len(parts) >= 2 else ""
     return scopes
 
 

@@ -34,9 +34,21 @@ def simplify(model: onnx.ModelProto, spec: HeadSpec) -> SimplifyResult:
 
     before = len(model.graph.node)
     try:
-        simplified, ok = onnxsim.simplify(model, check_n=0, perform_optimization=True, skip_shape_inference=False)
+        simplified, ok = onnxsim.simplify(model, check_n=0, perform_optimization=True)
         if not ok:
             raise RuntimeError("onnxsim's own check reported a mismatch")
+        if len(simplified.graph.node) > before:
+            # Its optimizer passes turn each 3-D MatMul + Add into Reshape -> Gemm -> Reshape chains: more nodes,
+            # slower under INT8. Keep constant folding and shape inference only.
+            grown = len(simplified.graph.node)
+            simplified, ok = onnxsim.simplify(model, check_n=0, perform_optimization=False)
+            if not ok:
+                raise RuntimeError("onnxsim's own check reported a mismatch")
+            logger.info(
+                "%s: onnxsim's optimizer grew the graph to %d nodes; used folding/shape inference only",
+                spec.name,
+                grown,
+            )
         check_dynamic_axes(simplified, spec, where="after onnxsim")
     except (Exception, ExportError) as exc:  # onnxsim raises plain RuntimeErrors from C++
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

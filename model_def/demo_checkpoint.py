@@ -96,6 +96,21 @@ def _config(kind: str, small: bool) -> MobileBertConfig:
     return config
 
 
+def _scale_task_head(model: MobileBertPreTrainedModel, seed: int) -> None:
+    """Give the task's output layer the scale of a fine-tuned one (logits of order 1, std 1/sqrt(hidden)).
+
+    With transformers' init (std 0.02) the demo's classifier logits are ~1e-3, so every comparison of them
+    (INT8 against FP32, say) measures rounding noise rather than the model.
+    """
+    gen = torch.Generator().manual_seed(seed + 2)
+    for name in ("classifier", "qa_outputs"):
+        layer = getattr(model, name, None)
+        if isinstance(layer, torch.nn.Linear):
+            with torch.no_grad():
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / layer.in_features**0.5)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.1)
+
+
 def write_demo_checkpoints(out: str | Path, *, seed: int = 0, small: bool = False) -> dict[str, Path]:
     """Write one checkpoint directory per kind under `out`; returns kind -> directory. Deterministic for a seed."""
     out = Path(out)
@@ -120,6 +135,7 @@ def write_demo_checkpoints(out: str | Path, *, seed: int = 0, small: bool = Fals
         model = backbone if cls is MobileBertForPreTraining else cls(_config(kind, small))
         if model is not backbone:
             model.mobilebert.load_state_dict(backbone.mobilebert.state_dict(), strict=False)
+            _scale_task_head(model, seed)
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         written[kind] = directory

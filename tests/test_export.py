@@ -1,0 +1,252 @@
+"""export/: every head to FP32 and INT8 ONNX, validated, with manifests, dynamic axes, caching and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from trained_model import train_small_models
+
+import model_def
+from export.cli import main as export_main
+from export.cli import resolve_checkpoints
+from export.errors import ExportError, GateFailure
+from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS, INPUT_NAMES
+from export.pipeline import ExportSettings, export_head, graph_paths, session
+from export.validate import Gates
+from model_def.demo_checkpoint import write_demo_checkpoints
+
+FAST = {"validation_examples": 16, "calibration_examples": 8}
+
+
+@pytest.fixture(scope="session")
+def demo_small(tmp_path_factory) -> Path:
+    return write_demo_checkpoints(tmp_path_factory.mktemp("demo-small"), small=True)["pretraining"].parent
+
+
+@pytest.fixture(scope="session")
+def exported_small(tmp_path_factory, demo_small) -> tuple[Path, dict]:
+    """Every task exported once from the small demo checkpoints (all three flavours)."""
+    out = tmp_path_factory.mktemp("onnx-small")
+    manifests = {}
+    for task in HEAD_SPECS:
+        manifests[task] = export_head(task, demo_small / CHECKPOINT_KIND_FOR_TASK[task], out, ExportSettings(**FAST))
+    return out, manifests
+
+
+def _as_dict(manifest) -> dict:
+    return manifest if isinstance(manifest, dict) else manifest.__dict__
+
+
+@pytest.mark.parametrize("task", sorted(HEAD_SPECS))
+def test_every_head_exports_three_validated_flavours_with_manifests(exported_small, task):
+    out, _ = exported_small
+    for flavour in ("fp32", "int8-dynamic", "int8-qdq"):
+        graph, manifest_path = graph_paths(out, task, flavour)
+        assert graph.is_file() and manifest_path.is_file()
+        manifest = json.loads(manifest_path.read_text())
+        assert manifest["task"] == task and manifest["flavour"] == flavour
+        assert manifest["opset"] >= 17 and manifest["inputs"] == list(INPUT_NAMES)
+        assert manifest["outputs"] == list(HEAD_SPECS[task].output_names)
+        assert manifest["file_bytes"] == graph.stat().st_size and len(manifest["sha256"]) == 64
+        assert manifest["checkpoint_sha256"] and manifest["tool_versions"]["onnxruntime"] == ort.__version__
+        assert manifest["simplification"]["nodes_after"] <= manifest["simplification"]["nodes_before"]
+        v = manifest["validation"]
+        assert v["passed"] and v["examples"] == 16
+        if flavour == "fp32":
+            assert v["max_rel_diff"] <= 1e-4
+        else:
+            assert v["cosine_mean"] >= 0.99
+            assert v["in_top5"] is None or v["in_top5"] >= 0.99
+            assert manifest["fp32_nodes"], "the manifest must say which nodes stayed FP32"
+            assert all(n["reason"] for n in manifest["fp32_nodes"].values())
+
+
+@pytest.mark.parametrize("task", sorted(HEAD_SPECS))
+def test_graphs_run_at_other_batch_and_sequence_sizes(exported_small, demo_small, task):
+    out, _ = exported_small
+    spec = HEAD_SPECS[task]
+    model = spec.model_class.from_pretrained(demo_small / CHECKPOINT_KIND_FOR_TASK[task])
+    mask_id = model_def.MobileBertTokenizer.from_pretrained(demo_small / "pretraining").mask_token_id
+    module = spec.build(model, mask_token_id=mask_id).eval() if task == "fill_mask" else spec.build(model).eval()
+    sessions = {f: session(graph_paths(out, task, f)[0], 2) for f in ("fp32", "int8-dynamic")}
+    for batch, seq in ((1, 5), (3, 77), (5, 128)):
+        shape = (batch, 2, seq) if spec.choices_axis else (batch, seq)
+        ids = torch.randint(5, 30000, shape)
+        ids[..., 1] = mask_id
+        feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        with torch.no_grad():
+            ref = module(*feed.values())
+        for flavour, sess in sessions.items():
+            got = sess.run(None, {k: v.numpy() for k, v in feed.items()})
+            for r, g in zip(ref, got, strict=True):
+                assert g.shape == tuple(r.shape), (task, flavour, batch, seq)
+            if flavour == "fp32":
+                floats = [(r, g) for r, g in zip(ref, got, strict=True) if r.dtype.is_floating_point]
+                for r, g in floats:
+                    assert np.abs(r.numpy() - g).max() <= 1e-4 * max(np.abs(r.numpy()).max(), 1e-6) + 1e-6
+
+
+def test_int8_graphs_are_at_most_30_percent_of_fp32_for_the_big_heads(exported_small):
+    _, manifests = exported_small
+    for task in ("fill_mask", "masked_lm", "question_answering", "text_classification"):
+        fp32 = _as_dict(manifests[task]["fp32"])["file_bytes"]
+        dyn = _as_dict(manifests[task]["int8-dynamic"])["file_bytes"]
+        assert dyn <= 0.30 * fp32, f"{task}: int8-dynamic is {dyn / fp32:.0%} of FP32"
+
+
+def test_fill_mask_graph_returns_top_k_at_mask_positions_only(exported_small, demo_small):
+    out, _ = exported_small
+    tok = model_def.MobileBertTokenizer.from_pretrained(demo_small / "pretraining")
+    sess = session(graph_paths(out, "fill_mask", "fp32")[0], 2)
+    texts = ["The capital of France is [MASK].", "No masks here at all.", "[MASK] and [MASK] went up the [MASK]."]
+    enc = tok(texts, padding=True, return_tensors="np")
+    positions, valid, top_ids, top_probs = sess.run(None, {k: enc[k] for k in INPUT_NAMES})
+    assert top_ids.shape == (3, 8, 10) and top_probs.shape == (3, 8, 10)
+    assert valid.sum(axis=1).tolist() == [1, 0, 3]
+    for row in range(3):
+        expected = np.flatnonzero(enc["input_ids"][row] == tok.mask_token_id).tolist()
+        assert positions[row][valid[row]].tolist() == expected
+    assert np.all(np.diff(top_probs, axis=-1) <= 1e-7), "probabilities come sorted, best first"
+    assert np.all(top_probs[valid].sum(-1) <= 1.0 + 1e-5)
+    manifest = json.loads(graph_paths(out, "fill_mask", "fp32")[1].read_text())
+    assert manifest["serving"] == {"max_seq": 512, "mask_token_id": tok.mask_token_id, "max_masks": 8, "top_k": 10}
+
+
+def test_rerun_with_unchanged_inputs_skips_and_changed_inputs_rebuild(tmp_path, demo_small):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(demo_small / "question-answering", checkpoint)
+    settings = ExportSettings(flavours=("fp32", "int8-dynamic"), **FAST)
+    export_head("question_answering", checkpoint, tmp_path / "out", settings)
+    graph = graph_paths(tmp_path / "out", "question_answering", "int8-dynamic")[0]
+    first_mtime = graph.stat().st_mtime_ns
+
+    started = time.perf_counter()
+    again = export_head("question_answering", checkpoint, tmp_path / "out", settings)
+    assert time.perf_counter() - started < 2.0 and isinstance(again["fp32"], dict)
+    assert graph.stat().st_mtime_ns == first_mtime
+
+    # A changed checkpoint rebuilds.
+    model = model_def.MobileBertForQuestionAnswering.from_pretrained(checkpoint)
+    with torch.no_grad():
+        model.qa_outputs.bias.add_(1.0)
+    model.save_pretrained(checkpoint)
+    export_head("question_answering", checkpoint, tmp_path / "out", settings)
+    assert graph.stat().st_mtime_ns != first_mtime
+
+    # A damaged graph rebuilds too.
+    second_mtime = graph.stat().st_mtime_ns
+    graph.write_bytes(graph.read_bytes()[:1000])
+    export_head("question_answering", checkpoint, tmp_path / "out", settings)
+    assert graph.stat().st_mtime_ns != second_mtime and graph.stat().st_size > 1000
+
+
+def test_head_the_checkpoint_cannot_serve_is_refused_unless_forced(tmp_path, demo_small):
+    with pytest.raises(ExportError) as err:
+        export_head("question_answering", demo_small / "pretraining", tmp_path, ExportSettings(**FAST))
+    message = str(err.value)
+    assert "randomly initialised" in message and "qa_outputs.weight" in message and "--force" in message
+    settings = ExportSettings(flavours=("fp32",), force=True, **FAST)
+    manifests = export_head("question_answering", demo_small / "pretraining", tmp_path, settings)
+    assert manifests["fp32"].validation["passed"]
+
+
+def test_missing_and_partial_checkpoints_are_clear_errors(tmp_path, demo_small):
+    with pytest.raises(ExportError, match="does not exist"):
+        export_head("fill_mask", tmp_path / "nowhere", tmp_path / "out")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(demo_small / "pretraining" / "config.json", partial)
+    with pytest.raises(ExportError, match="no weights in"):
+        export_head("fill_mask", partial, tmp_path / "out")
+    shutil.copy(demo_small / "pretraining" / "model.safetensors", partial)
+    with pytest.raises(ExportError, match="no usable tokenizer"):
+        export_head("fill_mask", partial, tmp_path / "out", ExportSettings(**FAST))
+
+
+def test_unwritable_output_directory_is_a_clear_error(tmp_path, demo_small):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ExportError, match="cannot create output directory"):
+        export_head("fill_mask", demo_small / "pretraining", blocker / "out")
+    if os.geteuid() != 0:  # root ignores permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ExportError, match="not writable"):
+            export_head("fill_mask", demo_small / "pretraining", locked)
+
+
+def test_corrupt_onnx_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    with pytest.raises(ExportError, match="cannot load ONNX graph"):
+        session(bad, 1)
+
+
+def test_unknown_task_flavour_and_bad_settings_are_rejected(tmp_path, demo_small):
+    with pytest.raises(ExportError, match="unknown task 'summarization'"):
+        export_head("summarization", demo_small / "pretraining", tmp_path)
+    with pytest.raises(ExportError, match="unknown flavour"):
+        ExportSettings(flavours=("int4",))
+    with pytest.raises(ExportError, match="max_length must be in"):
+        ExportSettings(max_length=1024)
+
+
+def test_a_graph_missing_its_gate_fails_loudly_naming_head_and_figure(tmp_path, demo_small):
+    impossible = ExportSettings(flavours=("fp32", "int8-dynamic"), gates=Gates(int8_min_cosine=1.01), **FAST)
+    with pytest.raises(GateFailure, match=r"text_classification \[int8\] .*mean cosine [01]\.\d+ < 1\.01"):
+        export_head("text_classification", demo_small / "sequence-classification", tmp_path, impossible)
+    manifest = json.loads(graph_paths(tmp_path, "text_classification", "int8-dynamic")[1].read_text())
+    assert manifest["validation"]["passed"] is False
+    # A failed graph is never reused as up to date.
+    with pytest.raises(GateFailure):
+        export_head("text_classification", demo_small / "sequence-classification", tmp_path, impossible)
+
+
+def test_cli_exports_a_checkpoint_set_and_prints_a_table(tmp_path, demo_small, capsys):
+    code = export_main([
+        "--checkpoint", str(demo_small), "--task", "next_sentence", "--flavour", "fp32",
+        "--out", str(tmp_path), "--validation-examples", "8",
+    ])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "next_sentence" in out and "fp32" in out
+    assert graph_paths(tmp_path, "next_sentence", "fp32")[0].is_file()
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert export_main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 1
+    assert "export failed: checkpoint directory" in capsys.readouterr().err
+
+
+def test_tasks_follow_the_checkpoint_architecture(demo_small):
+    plan = resolve_checkpoints(demo_small / "pretraining", None, {})
+    assert set(plan) == {"feature_extraction", "pretraining", "masked_lm", "fill_mask", "next_sentence"}
+    plan = resolve_checkpoints(demo_small, None, {})
+    assert set(plan) == set(HEAD_SPECS)
+    plan = resolve_checkpoints(demo_small / "pretraining", ["fill_mask"], {"question_answering": demo_small})
+    assert plan == {"fill_mask": demo_small / "pretraining", "question_answering": demo_small}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    return train_small_models(tmp_path_factory.mktemp("trained"), seconds=45)
+
+
+@pytest.mark.parametrize(
+    ("task", "kind"), [("fill_mask", "pretraining"), ("text_classification", "sequence-classification")]
+)
+def test_int8_fidelity_on_a_trained_model_reaches_99_percent_top1(tmp_path, trained, task, kind):
+    settings = ExportSettings(validation_examples=200, calibration_examples=32, max_length=64, max_seq=128)
+    manifests = export_head(task, trained[kind], tmp_path, settings)
+    for flavour in ("int8-dynamic", "int8-qdq"):
+        v = manifests[flavour].validation
+        assert v["top1_agreement"] >= 0.99, f"{task}/{flavour}: top-1 agreement {v['top1_agreement']:.4f}"
+        assert v["cosine_mean"] >= 0.99
