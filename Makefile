@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test lint format demo bench clean
+.PHONY: help setup system-deps test lint format demo export bench clean
 
 help:
 	@echo "make demo   - the main job, end to end"
 	@echo "make test   - the whole test suite (what CI runs)"
 	@echo "make lint   - ruff"
+	@echo "make export - export every head of the demo checkpoints to FP32/INT8 ONNX"
 	@echo "make bench  - benchmarks (print figures; not part of the tests)"
 
 setup: system-deps $(STAMP)
@@ -47,8 +48,13 @@ format: setup
 demo: setup
 	$(PY) -m model_def.demo
 
+export: setup
+	$(PY) -m export --demo
+
 bench: setup
 	$(PY) benchmarks/bench_model_def.py
+	$(PY) -m export --demo --task fill_mask --task question_answering
+	$(PY) benchmarks/bench_export.py
 
 clean:
 	rm -rf $(VENV) artifacts build *.egg-info .pytest_cache .ruff_cache

@@ -39,6 +39,7 @@ from .quantize import (
     QdqSettings,
     fp32_nodes,
     node_scopes,
+    qdq_selection,
     quantize_dynamic_graph,
     quantize_qdq_graph,
 )
@@ -386,8 +387,8 @@ def export_head(
                     seed=2,
                     text_file=settings.calibration_file,
                 )
-            kept = fp32_nodes(fp32_model, scopes, settings.qdq.fp32_scopes, settings.qdq.op_types)
-            quantize_qdq_graph(fp32_path, graph_path, settings.qdq, calibration, kept)
+            include, kept = qdq_selection(fp32_model, scopes, settings.qdq)
+            quantize_qdq_graph(fp32_path, graph_path, settings.qdq, calibration, include)
         step(f"validate {flavour}")
         candidate = run_graph(session(graph_path, settings.threads), validation, spec.output_names)
         figures: Figures = compare(spec, validation, reference, candidate)

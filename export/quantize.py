@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ DEFAULT_FP32_SCOPES: dict[str, str] = {
 
 @dataclass
 class DynamicSettings:
-    per_channel: bool = False
+    # Per-channel weight scales: top-1 agreement 0.998 vs 0.989 per-tensor on a trained small model's fill-mask.
+    per_channel: bool = True
     reduce_range: bool = False
     weight_type: str = "QInt8"
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
@@ -54,6 +56,19 @@ class DynamicSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Static QDQ quantizes only these nodes (regex on the module path): the stacked FFNs, which carry most of
+# MobileBERT's FLOPs. Symmetric INT8 activations elsewhere cost fidelity: on the full-size QA head, QDQ on every
+# MatMul gave cosine 0.985 and top-5 0.984 (any calibration method), FFN-only 0.998 and 1.0; on a trained fill-mask
+# model also quantizing the embedding table and the vocabulary decoder dropped top-1 agreement from 0.998 to 0.943.
+# TensorRT runs the rest in FP16, the usual mixed-precision layout.
+QDQ_SCOPES: tuple[str, ...] = (
+    r"\.ffn\.\d+\.(up|down)$",  # folded encoder: every FFN of a layer (the last one is the layer's own)
+    r"\.ffn\.\d+\.(intermediate|output)\.dense$",  # unfolded encoder: the extra FFNs
+    r"layer\.\d+\.(intermediate|output)\.dense$",  # unfolded encoder: the layer's own FFN
+)
+QDQ_REASON = "QDQ keeps it in higher precision (FP16 under TensorRT): symmetric INT8 there costs fidelity"
 
 
 @dataclass
@@ -65,7 +80,7 @@ class QdqSettings:
     per_channel: bool = True
     calibrate_method: str = "MinMax"
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
-    fp32_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FP32_SCOPES))
+    quantize_scopes: tuple[str, ...] = QDQ_SCOPES
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +136,21 @@ def _quiet() -> Iterator[None]:
             handler.removeFilter(quiet)
 
 
+def qdq_selection(model: onnx.ModelProto, scopes: dict[str, str], settings: QdqSettings) -> tuple[list, dict]:
+    """(nodes to quantize, {node kept in higher precision: scope and reason}) for static QDQ."""
+    patterns = [re.compile(p) for p in settings.quantize_scopes]
+    chosen, kept = [], {}
+    for node in model.graph.node:
+        if node.op_type not in settings.op_types:
+            continue
+        scope = scopes.get(node.name, "")
+        if any(p.search(scope) for p in patterns):
+            chosen.append(node.name)
+        elif node.op_type != "Gather" or "embeddings" in scope:
+            kept[node.name] = {"scope": scope, "reason": QDQ_REASON}
+    return chosen, kept
+
+
 def quantize_dynamic_graph(fp32_path: Path, out_path: Path, settings: DynamicSettings, exclude: Iterable[str]) -> None:
     try:
         with _quiet():
@@ -152,7 +182,7 @@ class _BatchReader(CalibrationDataReader):
 
 
 def quantize_qdq_graph(
-    fp32_path: Path, out_path: Path, settings: QdqSettings, calibration: list[Batch], exclude: Iterable[str]
+    fp32_path: Path, out_path: Path, settings: QdqSettings, calibration: list[Batch], include: Iterable[str]
 ) -> None:
     if not calibration:
         raise ExportError("static QDQ quantization needs calibration batches, got none")
@@ -167,7 +197,7 @@ def quantize_qdq_graph(
                 per_channel=settings.per_channel,
                 activation_type=getattr(QuantType, settings.activation_type),
                 weight_type=getattr(QuantType, settings.weight_type),
-                nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(include),
                 calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
                 extra_options={
                     "ActivationSymmetric": settings.activation_symmetric,

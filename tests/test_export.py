@@ -94,12 +94,13 @@ def test_graphs_run_at_other_batch_and_sequence_sizes(exported_small, demo_small
                     assert np.abs(r.numpy() - g).max() <= 1e-4 * max(np.abs(r.numpy()).max(), 1e-6) + 1e-6
 
 
-def test_int8_graphs_are_at_most_30_percent_of_fp32_for_the_big_heads(exported_small):
+def test_int8_graphs_shrink_to_about_a_third_even_for_a_two_layer_model(exported_small):
+    # Full size reaches <= 30% (test_full_size_...); with 2 layers the FP32-kept parts weigh relatively more.
     _, manifests = exported_small
     for task in ("fill_mask", "masked_lm", "question_answering", "text_classification"):
         fp32 = _as_dict(manifests[task]["fp32"])["file_bytes"]
         dyn = _as_dict(manifests[task]["int8-dynamic"])["file_bytes"]
-        assert dyn <= 0.30 * fp32, f"{task}: int8-dynamic is {dyn / fp32:.0%} of FP32"
+        assert dyn <= 0.35 * fp32, f"{task}: int8-dynamic is {dyn / fp32:.0%} of FP32"
 
 
 def test_fill_mask_graph_returns_top_k_at_mask_positions_only(exported_small, demo_small):
@@ -237,7 +238,7 @@ def test_tasks_follow_the_checkpoint_architecture(demo_small):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    return train_small_models(tmp_path_factory.mktemp("trained"), seconds=45)
+    return train_small_models(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.mark.parametrize(
@@ -245,8 +246,22 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 )
 def test_int8_fidelity_on_a_trained_model_reaches_99_percent_top1(tmp_path, trained, task, kind):
     settings = ExportSettings(validation_examples=200, calibration_examples=32, max_length=64, max_seq=128)
-    manifests = export_head(task, trained[kind], tmp_path, settings)
+    manifests = export_head(task, trained[kind], tmp_path, settings)  # raises if any graph misses its gate
     for flavour in ("int8-dynamic", "int8-qdq"):
         v = manifests[flavour].validation
         assert v["top1_agreement"] >= 0.99, f"{task}/{flavour}: top-1 agreement {v['top1_agreement']:.4f}"
         assert v["cosine_mean"] >= 0.99
+
+
+@pytest.mark.slow
+def test_full_size_fill_mask_and_question_answering_export_within_gates_and_size(tmp_path_factory):
+    demo = write_demo_checkpoints(tmp_path_factory.mktemp("demo-full"))
+    out = tmp_path_factory.mktemp("onnx-full")
+    settings = ExportSettings(validation_examples=32, calibration_examples=32)
+    for task, kind in (("fill_mask", "pretraining"), ("question_answering", "question-answering")):
+        manifests = export_head(task, demo[kind], out, settings)  # gates enforced inside
+        fp32 = manifests["fp32"]
+        assert fp32.folding["nonorm_folded"] and fp32.nodes > 1000
+        assert manifests["int8-dynamic"].file_bytes <= 0.30 * fp32.file_bytes
+        for flavour in ("int8-dynamic", "int8-qdq"):
+            assert manifests[flavour].validation["in_top5"] >= 0.99
