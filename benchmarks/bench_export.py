@@ -23,7 +23,7 @@ import torch
 import transformers
 
 from export.heads import INPUT_NAMES
-from export.pipeline import graph_paths
+from export.pipeline import graph_paths, session
 from model_def import MobileBertTokenizer
 from model_def.corpus import corpus_lines, qa_examples
 
@@ -57,14 +57,6 @@ def make_inputs(task: str, tok: MobileBertTokenizer, batch: int, seq: int) -> di
     return {k: enc[k].astype(np.int64) for k in INPUT_NAMES}
 
 
-def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=Path("artifacts/onnx"))
@@ -93,7 +85,7 @@ def main() -> None:
         for flavour in FLAVOURS:
             path = graph_paths(args.onnx, task, flavour)[0]
             if path.is_file():
-                candidates[f"onnx {flavour}"] = ort_session(path, args.threads)
+                candidates[f"onnx {flavour}"] = session(path, args.threads)
                 sizes[f"onnx {flavour}"] = path.stat().st_size / 1e6
         for batch in args.batches:
             feed = make_inputs(task, tok, batch, args.seq)
