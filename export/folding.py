@@ -15,7 +15,6 @@ Two details make it work:
 `fold_encoder(model)` returns a copy of a head whose `mobilebert` is a FoldedEncoder (same forward signature and
 outputs), so the export wrappers of heads.py apply unchanged. Configs it cannot fold (layer_norm, no bottleneck,
 bottleneck attention, unshared key/query bottleneck) are reported by `fold_blockers` and exported unfolded.
-(The technique follows /tmp research in this project's history: see the README's export section.)
 """
 
 from __future__ import annotations
