@@ -19,6 +19,8 @@ from .errors import ExportError
 from .heads import INPUT_NAMES, HeadSpec
 
 logger = logging.getLogger(__name__)
+# The exporter warns on every call that torchvision's ops cannot be registered; we have no torchvision and need none.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 DEFAULT_OPSET = 18
 
