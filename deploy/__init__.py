@@ -1,0 +1,1 @@
+"""Deploying the Triton model repository: starting and stopping the server (`python -m deploy serve`)."""

@@ -1,0 +1,195 @@
+"""Start, watch and stop the pip-installed Triton server (nvidia-pytriton's bundled tritonserver 2.51).
+
+That build has only the Python backend and needs three things set up around it: the Python backend stub matching
+the running interpreter copied into the backend directory, the venv's bin/ first on PATH (the stub's embedded
+interpreter finds the venv's packages through it), and the bundled shared libraries on LD_LIBRARY_PATH.
+`TritonServer` does that, waits until the server and every model are READY, fails with the server's own error when
+a model does not load, and stops the server cleanly (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServerError(RuntimeError):
+    """The Triton server could not be started, did not become ready, or stopped unexpectedly."""
+
+
+@dataclass
+class ServerConfig:
+    repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    # Loopback by default: exposing the server is an explicit choice (see README).
+    address: str = "127.0.0.1"
+    model_config_name: str | None = None  # e.g. "gpu" selects <model>/configs/gpu.pbtxt
+    log_file: Path | None = None
+    log_verbose: int = 0
+    exit_timeout_s: int = 30
+    extra_args: list[str] = field(default_factory=list)
+
+
+def pytriton_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("nvidia-pytriton is not installed: pip install 'mobilebert-triton[serve]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_backend_directory(target: Path) -> Path:
+    """backends/python/ with the bundled backend library and the stub of this interpreter's Python version."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version} (looked at {stub})")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (root / "backends" / "python").iterdir():
+        if source.is_file():
+            shutil.copy2(source, python_dir / source.name)
+    shutil.copy2(stub, python_dir / stub.name)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    libs = pytriton_root().parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    return env
+
+
+class TritonServer:
+    """A tritonserver process serving one model repository; also a context manager."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="mobilebert-triton-"))
+        self.log_file = config.log_file or self._workdir / "tritonserver.log"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.config.address}:{self.config.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.config.address}:{self.config.http_port}"
+
+    def command(self) -> list[str]:
+        c = self.config
+        args = [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={Path(c.repository).resolve()}",
+            f"--backend-directory={self._workdir / 'backends'}",
+            f"--grpc-address={c.address}",
+            f"--grpc-port={c.grpc_port}",
+            f"--http-address={c.address}",
+            f"--http-port={c.http_port}",
+            f"--metrics-address={c.address}",
+            f"--metrics-port={c.metrics_port}",
+            f"--exit-timeout-secs={c.exit_timeout_s}",
+            f"--log-verbose={c.log_verbose}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+        ]
+        if c.model_config_name:
+            args.append(f"--model-config-name={c.model_config_name}")
+        return args + list(c.extra_args)
+
+    def start(self, timeout_s: float = 120.0) -> TritonServer:
+        if not Path(self.config.repository).is_dir():
+            raise ServerError(f"model repository {self.config.repository} does not exist")
+        for port in (self.config.grpc_port, self.config.http_port, self.config.metrics_port):
+            _ensure_port_free(self.config.address, port)
+        prepare_backend_directory(self._workdir / "backends")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(), start_new_session=True
+        )
+        log.close()
+        self.wait_until_ready(timeout_s)
+        return self
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        """Poll until the server and every model in the repository are READY; raise with the server's error."""
+        import tritonclient.http as http
+
+        deadline = time.monotonic() + timeout_s
+        # Closed on return: an open keep-alive connection makes the server wait out exit_timeout on shutdown.
+        client = http.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
+        try:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    code = None if self.process is None else self.process.returncode
+                    raise ServerError(f"tritonserver exited (code {code}) before becoming ready:\n{self.errors()}")
+                with contextlib.suppress(Exception):
+                    if client.is_server_ready():
+                        return
+                time.sleep(0.25)
+        finally:
+            client.close()
+        self.stop()
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s:\n{self.errors()}")
+
+    def errors(self, lines: int = 40) -> str:
+        """The server's own error lines (E-prefixed log lines, model load failures), else the log's tail."""
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no server log)"
+        errors = [line for line in text if line.startswith("E") or "UNAVAILABLE" in line or "error" in line.lower()]
+        return "\n".join((errors or text)[-lines:])
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+
+
+def _ensure_port_free(address: str, port: int) -> None:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as exc:
+            raise ServerError(f"port {port} on {address} is already in use ({exc.strerror})") from None
