@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from model_def import MobileBertConfig, MobileBertPreTrainedModel
-from model_def.modeling_mobilebert import BaseModelOutputWithPooling, MobileBertModel
+from model_def.modeling_mobilebert import BaseModelOutputWithPooling, MobileBertModel, additive_attention_mask
 
 
 def fold_blockers(config: MobileBertConfig) -> list[str]:
@@ -177,9 +177,7 @@ class FoldedEncoder(nn.Module):
         if self.project:
             embeds = self.embedding_transformation(embeds)
         u = embeds + self.position_embeddings[: input_ids.shape[1]] + self.token_type_embeddings(token_type_ids)
-        mask = None
-        if attention_mask is not None:
-            mask = (1.0 - attention_mask[:, None, None, :].to(u.dtype)) * torch.finfo(u.dtype).min
+        mask = additive_attention_mask(attention_mask, u.dtype)
         for layer in self.layer:
             u = layer(u, mask)
         hidden = u + self.hidden_shift

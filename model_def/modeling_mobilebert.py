@@ -59,6 +59,14 @@ ACT2FN = {
 }
 
 
+def additive_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """[batch, seq] 1/0 mask -> additive [batch, 1, 1, seq] mask: 0 where attended, dtype-min where padded."""
+    if attention_mask is None:
+        return None
+    keep = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
 # ------------------------------------------------------------------------------------------------- building blocks
 
 
@@ -635,13 +643,6 @@ class MobileBertModel(MobileBertPreTrainedModel):
         self.pooler = MobileBertPooler(config) if add_pooling_layer else None
         self.post_init()
 
-    def extended_attention_mask(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        """[batch, seq] 1/0 mask -> additive [batch, 1, 1, seq] mask: 0 where attended, dtype-min where padded."""
-        if attention_mask is None:
-            return None
-        keep = attention_mask[:, None, None, :].to(dtype)
-        return (1.0 - keep) * torch.finfo(dtype).min
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -654,7 +655,7 @@ class MobileBertModel(MobileBertPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
-        mask = self.extended_attention_mask(attention_mask, hidden.dtype)
+        mask = additive_attention_mask(attention_mask, hidden.dtype)
         hidden, all_hidden = self.encoder(hidden, mask, output_hidden_states)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden)
