@@ -1,19 +1,45 @@
-"""`python -m deploy serve`: run the pip-installed Triton server on a model repository until Ctrl-C / SIGTERM."""
+"""`python -m deploy`: build the Triton model repository from checkpoints, and serve it.
+
+python -m deploy build --demo                  # demo checkpoints -> export -> triton_repo/
+python -m deploy build --checkpoint DIR        # every task DIR's architecture serves
+python -m deploy serve                         # the pip-installed tritonserver on triton_repo/, until Ctrl-C
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from .build import BuildError, BuildSettings, build_repository, read_build_record
+from .model_configs import BatchingSettings, CpuSettings
 from .server import ServerConfig, ServerError, TritonServer
+from .tasks import DEPLOYMENTS
+
+DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints")
+SMALL_DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints-small")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="checkpoint(s) -> export of every head -> a complete model repository")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--demo", action="store_true", help="the demo checkpoints (random weights; written if absent)")
+    source.add_argument("--checkpoint", type=Path, help="a Hugging Face checkpoint dir, or a dir of per-kind ones")
+    build.add_argument("--small", action="store_true", help="with --demo: 2-layer demo checkpoints (fast, tests)")
+    build.add_argument("--task", action="append", choices=sorted(DEPLOYMENTS), help="only these tasks (repeatable)")
+    build.add_argument("--task-checkpoint", action="append", default=[], metavar="TASK=DIR")
+    build.add_argument("--repository", type=Path, default=Path("triton_repo"))
+    build.add_argument("--export-dir", type=Path, default=Path("artifacts/onnx"))
+    build.add_argument("--max-batch-size", type=int, default=BatchingSettings.max_batch_size)
+    build.add_argument("--queue-delay-us", type=int, default=BatchingSettings.max_queue_delay_us)
+    build.add_argument("--threads", type=int, default=CpuSettings.intra_op_threads, help="onnxruntime threads")
+    build.add_argument("--instances", type=int, default=CpuSettings.instances, help="runner instances per graph")
+    build.add_argument("--force", action="store_true", help="export heads whose weights the checkpoint lacks")
     serve = sub.add_parser("serve", help="start tritonserver and wait until every model is READY")
     serve.add_argument("--repository", type=Path, default=Path("triton_repo"))
     serve.add_argument("--grpc-port", type=int, default=8001)
@@ -28,6 +54,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("deploy").setLevel(logging.INFO)
+    logging.getLogger("export").setLevel(logging.INFO)
+    if args.command == "build":
+        return _build(args)
+    return _serve(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from export.cli import is_checkpoint_set, resolve_checkpoints
+    from export.errors import ExportError
+
+    try:
+        if args.demo:
+            checkpoint = SMALL_DEMO_CHECKPOINTS if args.small else DEMO_CHECKPOINTS
+            if not is_checkpoint_set(checkpoint):
+                from model_def.demo_checkpoint import DEMO_NOTICE, write_demo_checkpoints
+
+                write_demo_checkpoints(checkpoint, small=args.small)
+                logging.getLogger("deploy").warning(DEMO_NOTICE)
+        else:
+            checkpoint = args.checkpoint.expanduser()
+        overrides = dict(_parse_override(t) for t in args.task_checkpoint)
+        plan = resolve_checkpoints(checkpoint, args.task, overrides)
+        plan = {t: c for t, c in plan.items() if t in DEPLOYMENTS}
+        settings = BuildSettings(
+            batching=BatchingSettings(
+                max_batch_size=args.max_batch_size,
+                max_queue_delay_us=args.queue_delay_us,
+                preferred_batch_sizes=tuple(
+                    b for b in BatchingSettings.preferred_batch_sizes if b <= args.max_batch_size
+                ),
+            ),
+            cpu=CpuSettings(intra_op_threads=args.threads, instances=args.instances),
+            export_dir=args.export_dir,
+        )
+        settings.export.force = args.force
+        record = build_repository(args.repository, plan, settings)
+    except (BuildError, ExportError, ValueError) as exc:
+        print(f"build failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"\n{'task':22s} {'graph':28s} {'MB':>6s} {'cosine':>8s}")
+    for task, graphs in record["graphs"].items():
+        for g in graphs.values():
+            cosine = "" if g["cosine"] is None else f"{g['cosine']:.5f}"
+            print(f"{task:22s} {g['graph']:28s} {g['MB']:6.1f} {cosine:>8s}")
+    print(f"\nrepository {args.repository}: {len(record['models'])} models; serve it with: python -m deploy serve")
+    return 0
+
+
+def _parse_override(text: str) -> tuple[str, Path]:
+    task, sep, directory = text.partition("=")
+    if not sep or task not in DEPLOYMENTS:
+        raise ValueError(f"--task-checkpoint expects TASK=DIR with TASK one of {sorted(DEPLOYMENTS)}, got {text!r}")
+    return task, Path(directory).expanduser()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    record = read_build_record(args.repository)
     config = ServerConfig(
         repository=args.repository,
         grpc_port=args.grpc_port,
@@ -36,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         address=args.address,
         model_config_name=args.model_config_name,
         log_file=args.log_file,
+        models=record["models"] if record else None,
     )
     server = TritonServer(config)
     stop = threading.Event()

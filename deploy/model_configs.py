@@ -6,6 +6,7 @@ with protobuf's text_format means it surfaces here, and `parse_config` checks an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -53,4 +54,170 @@ def tokenizer_config(
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     config.parameters["length_buckets"].string_value = ",".join(str(b) for b in sorted(length_buckets))
     config.parameters["truncation"].string_value = truncation
+    return config
+
+
+# ---------------------------------------------------------------------------------------------- serving settings
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """Batch sizes and the dynamic batcher of the ONNX model step (see README: how these were chosen)."""
+
+    max_batch_size: int = 64
+    preferred_batch_sizes: tuple[int, ...] = (8, 16)
+    max_queue_delay_us: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise ValueError(f"preferred batch sizes {bad} are outside 1..max_batch_size={self.max_batch_size}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+
+
+@dataclass(frozen=True)
+class CpuSettings:
+    """The default profile: the pip-installed server, graphs run by onnxruntime inside a Python-backend runner."""
+
+    graph_flavour: str = "int8-dynamic"
+    intra_op_threads: int = 2  # instances x threads <= cores: oversubscription costs far more than it gains
+    instances: int = 1
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """The `gpu` profile: the official Triton container's onnxruntime backend with TensorRT INT8 on the QDQ graph."""
+
+    graph_flavour: str = "int8-qdq"
+    instances: int = 1
+    workspace_bytes: int = 4 << 30
+    engine_cache_path: str = "/tmp/mobilebert-trt-cache"
+    opt_batch: int = 8
+    opt_length: int = 128
+    max_length: int = 512
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    name: str
+    data_type: int
+    dims: tuple[int, ...]  # without the batch dimension when the model batches
+
+
+_ONNX_TO_TRITON = {1: mc.TYPE_FP32, 6: mc.TYPE_INT32, 7: mc.TYPE_INT64, 9: mc.TYPE_BOOL, 10: mc.TYPE_FP16}
+
+
+def graph_signature(path: Path, batched: bool) -> tuple[list[GraphTensor], list[GraphTensor]]:
+    """Inputs and outputs of an ONNX graph as Triton tensors: symbolic dims become -1; the batch dim is dropped."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def convert(value: onnx.ValueInfoProto) -> GraphTensor:
+        elem = value.type.tensor_type.elem_type
+        if elem not in _ONNX_TO_TRITON:
+            raise ValueError(f"{path}: tensor {value.name} has ONNX element type {elem}, which is not mapped")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim)
+        return GraphTensor(value.name, _ONNX_TO_TRITON[elem], dims[1:] if batched else dims)
+
+    return [convert(v) for v in graph.input], [convert(v) for v in graph.output]
+
+
+def _add_io(config: mc.ModelConfig, inputs: list[GraphTensor], outputs: list[GraphTensor]) -> None:
+    for t in inputs:
+        config.input.append(mc.ModelInput(name=t.name, data_type=t.data_type, dims=list(t.dims)))
+    for t in outputs:
+        config.output.append(mc.ModelOutput(name=t.name, data_type=t.data_type, dims=list(t.dims)))
+
+
+def _dynamic_batching(config: mc.ModelConfig, batching: BatchingSettings) -> None:
+    config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+
+
+def onnx_cpu_config(
+    name: str,
+    graph_file: str,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    *,
+    batched: bool,
+    batching: BatchingSettings,
+    cpu: CpuSettings,
+) -> mc.ModelConfig:
+    """Default profile: the Python-backend onnxruntime runner hosting `graph_file`."""
+    config = mc.ModelConfig(name=name, backend="python", max_batch_size=batching.max_batch_size if batched else 0)
+    _add_io(config, *signature)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=cpu.instances))
+    if batched:
+        _dynamic_batching(config, batching)
+    config.parameters["graph"].string_value = graph_file
+    config.parameters["intra_op_threads"].string_value = str(cpu.intra_op_threads)
+    return config
+
+
+def onnx_gpu_config(
+    name: str,
+    graph_file: str,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    *,
+    batched: bool,
+    batching: BatchingSettings,
+    gpu: GpuSettings,
+) -> mc.ModelConfig:
+    """`gpu` profile: native onnxruntime backend on KIND_GPU, TensorRT INT8 (explicit QDQ) with an engine cache."""
+    config = mc.ModelConfig(
+        name=name,
+        backend="onnxruntime",
+        default_model_filename=graph_file,
+        max_batch_size=batching.max_batch_size if batched else 0,
+    )
+    _add_io(config, *signature)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=gpu.instances))
+    if batched:
+        _dynamic_batching(config, batching)
+    trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+    trt.name = "tensorrt"
+    # One optimization profile covering every batch the dynamic batcher forms and every length bucket, so TensorRT
+    # builds one engine (cached across restarts) instead of one per new shape.
+    inputs = signature[0]
+    lead_max = (batching.max_batch_size,) if batched else (1, 32)
+    lead_opt = (gpu.opt_batch,) if batched else (1, 4)
+    shapes = {
+        "trt_profile_min_shapes": ",".join(f"{t.name}:" + "x".join(["1"] * (len(t.dims) + batched)) for t in inputs),
+        "trt_profile_opt_shapes": ",".join(
+            f"{t.name}:" + "x".join(map(str, (*lead_opt, gpu.opt_length))) for t in inputs
+        ),
+        "trt_profile_max_shapes": ",".join(
+            f"{t.name}:" + "x".join(map(str, (*lead_max, gpu.max_length))) for t in inputs
+        ),
+    }
+    values = {
+        "precision_mode": "INT8",
+        "max_workspace_size_bytes": str(gpu.workspace_bytes),
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": f"{gpu.engine_cache_path}/{name}",
+        **shapes,
+    }
+    for key, value in values.items():
+        trt.parameters[key] = value
+    return config
+
+
+def choices_tokenizer_config(
+    *, name: str, length_buckets: tuple[int, ...], truncation: str, max_choices: int = 32
+) -> mc.ModelConfig:
+    """The multiple-choice tokenizer: one PROMPT and its CHOICES in, [1, choices, length] tensors out."""
+    config = tokenizer_config(name=name, length_buckets=length_buckets, truncation=truncation)
+    config.max_batch_size = 0
+    config.ClearField("dynamic_batching")
+    del config.input[:]
+    config.input.append(mc.ModelInput(name="PROMPT", data_type=mc.TYPE_STRING, dims=[1]))
+    config.input.append(mc.ModelInput(name="CHOICES", data_type=mc.TYPE_STRING, dims=[-1]))
+    for out in config.output:
+        out.dims[:] = [-1, -1, *out.dims]
+    config.parameters["mode"].string_value = "choices"
+    config.parameters["max_choices"].string_value = str(max_choices)
     return config

@@ -39,6 +39,8 @@ class ServerConfig:
     log_file: Path | None = None
     log_verbose: int = 0
     exit_timeout_s: int = 30
+    # Models to load (explicit model control, which also allows reloading them); None loads the whole repository.
+    models: list[str] | None = None
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -114,6 +116,9 @@ class TritonServer:
             "--exit-on-error=true",
             "--strict-readiness=true",
         ]
+        if c.models is not None:
+            args.append("--model-control-mode=explicit")
+            args += [f"--load-model={m}" for m in c.models]
         if c.model_config_name:
             args.append(f"--model-config-name={c.model_config_name}")
         return args + list(c.extra_args)

@@ -349,6 +349,7 @@ def export_head(
         )
     if spec.model_class.__name__ in ("MobileBertForSequenceClassification", "MobileBertForTokenClassification"):
         serving["id2label"] = {str(k): v for k, v in model.config.id2label.items()}
+        serving["problem_type"] = model.config.problem_type
 
     common = {
         "task": task,

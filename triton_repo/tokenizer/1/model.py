@@ -36,6 +36,8 @@ class TritonPythonModel:
         self.truncation = params.get("truncation", "longest_first")
         self.tokenizer.enable_truncation(self.buckets[-1], strategy=self.truncation)
         self.tokenizer.no_padding()
+        self.choices_mode = params.get("mode", "texts") == "choices"
+        self.max_choices = int(params.get("max_choices", "32"))
 
     def execute(self, requests):
         responses = []
@@ -47,6 +49,17 @@ class TritonPythonModel:
         return responses
 
     def _tokenize(self, request):
+        if self.choices_mode:
+            prompt = _strings(pb_utils.get_input_tensor_by_name(request, "PROMPT"), "PROMPT")
+            choices = _strings(pb_utils.get_input_tensor_by_name(request, "CHOICES"), "CHOICES")
+            if len(prompt) != 1:
+                raise ValueError(f"PROMPT must hold one text, got {len(prompt)}")
+            if not choices:
+                raise ValueError("CHOICES is empty: send at least one choice")
+            if len(choices) > self.max_choices:
+                raise ValueError(f"{len(choices)} CHOICES sent; at most {self.max_choices} are accepted per prompt")
+            encodings = self.tokenizer.encode_batch([(prompt[0], choice) for choice in choices])
+            return self._response(encodings, leading=(1,))
         texts = _strings(pb_utils.get_input_tensor_by_name(request, "TEXT"), "TEXT")
         pair_tensor = pb_utils.get_input_tensor_by_name(request, "TEXT_PAIR")
         if pair_tensor is not None:
@@ -56,6 +69,9 @@ class TritonPythonModel:
             encodings = self.tokenizer.encode_batch(list(zip(texts, pairs, strict=True)))
         else:
             encodings = self.tokenizer.encode_batch(texts)
+        return self._response(encodings)
+
+    def _response(self, encodings, leading=()):
         longest = max(len(e.ids) for e in encodings)
         length = next(b for b in self.buckets if b >= longest)
         shape = (len(encodings), length)
@@ -65,11 +81,7 @@ class TritonPythonModel:
             n = len(e.ids)
             ids[i, :n], mask[i, :n], types[i, :n] = e.ids, e.attention_mask, e.type_ids
             offsets[i, :n] = e.offsets
+        tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "offsets": offsets}
         return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("input_ids", ids),
-                pb_utils.Tensor("attention_mask", mask),
-                pb_utils.Tensor("token_type_ids", types),
-                pb_utils.Tensor("offsets", offsets),
-            ]
+            output_tensors=[pb_utils.Tensor(n, t.reshape(*leading, *t.shape)) for n, t in tensors.items()]
         )

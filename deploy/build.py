@@ -1,0 +1,242 @@
+"""`build`: checkpoints -> export of every head -> a complete Triton model repository.
+
+For each task: export (FP32 + INT8-dynamic + INT8-QDQ, validated, cached by export's own keys), then in the
+repository `<task>_onnx/1/` (the graphs, their manifests, the onnxruntime runner), `<task>_post/1/` (committed
+post-processing + its serving.json / tokenizer.json), the `<task>` ensemble, and the shared tokenizer model(s).
+Configs come from deploy.model_configs / deploy.ensemble_configs (Triton's protobuf), three profiles per graph:
+config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8).
+`build.json` records which models the build produced; `serve` loads exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from export.pipeline import ExportSettings, export_head, graph_paths
+from model_def import MobileBertTokenizer
+
+from .ensemble_configs import ensemble_config, post_config
+from .model_configs import (
+    DEFAULT_LENGTH_BUCKETS,
+    BatchingSettings,
+    CpuSettings,
+    GpuSettings,
+    choices_tokenizer_config,
+    graph_signature,
+    onnx_cpu_config,
+    onnx_gpu_config,
+    tokenizer_config,
+    write_config,
+)
+from .tasks import CHOICES_TOKENIZER, DEPLOYMENTS, TOKENIZER
+
+logger = logging.getLogger("deploy.build")
+SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
+RUNNER_SOURCE = Path(__file__).resolve().parent / "python_models" / "onnx_runner.py"
+BUILD_RECORD = "build.json"
+
+
+class BuildError(RuntimeError):
+    """The repository could not be built; the message names the task and the problem."""
+
+
+@dataclass
+class BuildSettings:
+    length_buckets: tuple[int, ...] = DEFAULT_LENGTH_BUCKETS
+    truncation: str = "longest_first"
+    max_choices: int = 32
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+    cpu: CpuSettings = field(default_factory=CpuSettings)
+    gpu: GpuSettings = field(default_factory=GpuSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    export_dir: Path = Path("artifacts/onnx")
+
+
+def build_repository(repository: Path, checkpoints: dict[str, Path], settings: BuildSettings | None = None) -> dict:
+    """Build every task in `checkpoints` (task -> checkpoint dir) into `repository`; returns the build record."""
+    settings = settings or BuildSettings()
+    repository = Path(repository)
+    unknown = sorted(set(checkpoints) - set(DEPLOYMENTS))
+    if unknown:
+        raise BuildError(f"no deployment for task(s) {unknown}; deployable: {sorted(DEPLOYMENTS)}")
+    if not checkpoints:
+        raise BuildError("nothing to build: no task was given a checkpoint")
+    tokenizer_json, model_max_length = _common_tokenizer(checkpoints)
+    if max(settings.length_buckets) > model_max_length:
+        raise BuildError(
+            f"the largest length bucket {max(settings.length_buckets)} exceeds the tokenizer's model_max_length "
+            f"{model_max_length}"
+        )
+    flavours = tuple(dict.fromkeys(("fp32", settings.cpu.graph_flavour, settings.gpu.graph_flavour)))
+    export_settings = settings.export
+    export_settings.flavours = flavours
+    repository.mkdir(parents=True, exist_ok=True)
+
+    models: list[str] = []
+    report: dict[str, dict] = {}
+    with tqdm(sorted(checkpoints.items()), desc="build", unit="task") as bar:
+        for task, checkpoint in bar:
+            manifests = export_head(task, checkpoint, settings.export_dir, export_settings, progress=bar)
+            report[task] = _add_task(repository, task, manifests, tokenizer_json, settings)
+            models += DEPLOYMENTS[task].models
+    tokenizers = {DEPLOYMENTS[t].tokenizer for t in checkpoints}
+    for name in sorted(tokenizers):
+        add_tokenizer_model(repository, name, tokenizer_json, settings)
+    record = {
+        "models": sorted(tokenizers) + models,
+        "tasks": sorted(checkpoints),
+        "checkpoints": {t: str(Path(c).resolve()) for t, c in checkpoints.items()},
+        "profiles": {
+            "default": f"CPU, onnxruntime {settings.cpu.graph_flavour}",
+            "fp32": "CPU, onnxruntime fp32",
+            "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
+        },
+        "settings": json.loads(json.dumps(asdict(settings), default=str)),
+        "graphs": report,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (repository / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    logger.info("built %d models for %d tasks into %s", len(record["models"]), len(checkpoints), repository)
+    return record
+
+
+def read_build_record(repository: Path) -> dict | None:
+    path = Path(repository) / BUILD_RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _common_tokenizer(checkpoints: dict[str, Path]) -> tuple[str, int]:
+    """The one tokenizer every task's checkpoint uses (the tokenizer model is shared by all ensembles)."""
+    seen: dict[str, list[str]] = {}
+    max_length = 0
+    for task, checkpoint in checkpoints.items():
+        try:
+            tokenizer = MobileBertTokenizer.from_pretrained(checkpoint)
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"{task}: checkpoint {checkpoint} has no usable tokenizer: {exc}") from exc
+        seen.setdefault(tokenizer.backend.to_str(), []).append(task)
+        max_length = tokenizer.model_max_length
+    if len(seen) > 1:
+        groups = "; ".join(", ".join(sorted(tasks)) for tasks in seen.values())
+        raise BuildError(
+            f"the checkpoints use {len(seen)} different tokenizers (tasks grouped by tokenizer: {groups}); "
+            "one repository serves one tokenizer, so build these into separate repositories"
+        )
+    return next(iter(seen)), max_length
+
+
+def _place(source: Path, target: Path) -> None:
+    """Hard-link (else copy) an artifact into the repository, replacing what is there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        if target.resolve() == source.resolve():
+            return
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _copy_committed(model: str, repository: Path) -> None:
+    source = SOURCE_REPOSITORY / model / "1" / "model.py"
+    target = repository / model / "1" / "model.py"
+    if not source.is_file():
+        raise BuildError(f"the committed Python model {source} is missing")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != target.resolve():
+        shutil.copy2(source, target)
+
+
+def _add_task(repository: Path, task: str, manifests: dict, tokenizer_json: str, settings: BuildSettings) -> dict:
+    deployment = DEPLOYMENTS[task]
+    onnx_dir = repository / deployment.onnx_model
+    version = onnx_dir / "1"
+    graphs = {}
+    for flavour in manifests:
+        graph, manifest = graph_paths(settings.export_dir, task, flavour)
+        _place(graph, version / graph.name)
+        _place(manifest, version / manifest.name)
+        graphs[flavour] = graph.name
+    shutil.copy2(RUNNER_SOURCE, version / "model.py")
+    cpu_graph = version / graphs[settings.cpu.graph_flavour]
+    inputs, outputs = graph_signature(cpu_graph, deployment.batched)
+    gpu_inputs, gpu_outputs = graph_signature(version / graphs[settings.gpu.graph_flavour], deployment.batched)
+    if (gpu_inputs, gpu_outputs) != (inputs, outputs):
+        raise BuildError(
+            f"{task}: the {settings.cpu.graph_flavour} and {settings.gpu.graph_flavour} graphs differ in I/O"
+        )
+    common = {"batched": deployment.batched, "batching": settings.batching}
+    name = deployment.onnx_model
+    write_config(
+        onnx_cpu_config(name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, **common),
+        onnx_dir,
+    )
+    profiles = onnx_dir / "configs"
+    profiles.mkdir(exist_ok=True)
+    fp32 = onnx_cpu_config(name, graphs["fp32"], (inputs, outputs), cpu=settings.cpu, **common)
+    (profiles / "fp32.pbtxt").write_text(_text(fp32), encoding="utf-8")
+    gpu = onnx_gpu_config(name, graphs[settings.gpu.graph_flavour], (inputs, outputs), gpu=settings.gpu, **common)
+    (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")
+
+    post_dir = repository / deployment.post_model
+    _copy_committed(deployment.post_model, repository)
+    manifest = manifests[settings.cpu.graph_flavour]
+    serving = dict(manifest["serving"] if isinstance(manifest, dict) else manifest.serving)
+    serving.update(deployment.serving_defaults)
+    if "serving.json" in deployment.post_files:
+        (post_dir / "1" / "serving.json").write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
+    if "tokenizer.json" in deployment.post_files:
+        (post_dir / "1" / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    write_config(post_config(deployment, outputs, settings.batching.max_batch_size), post_dir)
+
+    ensemble_dir = repository / task
+    (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
+    write_config(ensemble_config(deployment, inputs, outputs, settings.batching.max_batch_size), ensemble_dir)
+    return {flavour: {"graph": graphs[flavour], **_figures(m)} for flavour, m in manifests.items()}
+
+
+def _figures(manifest: object) -> dict:
+    data = manifest if isinstance(manifest, dict) else asdict(manifest)
+    validation = data.get("validation", {})
+    return {
+        "MB": round(data["file_bytes"] / 1e6, 1),
+        "cosine": validation.get("cosine_mean"),
+        "passed": validation.get("passed"),
+    }
+
+
+def add_tokenizer_model(repository: Path, name: str, tokenizer_json: str, settings: BuildSettings) -> None:
+    model_dir = repository / name
+    version = model_dir / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    source = SOURCE_REPOSITORY / TOKENIZER / "1" / "model.py"
+    if source.resolve() != (version / "model.py").resolve():
+        shutil.copy2(source, version / "model.py")
+    (version / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    if name == CHOICES_TOKENIZER:
+        config = choices_tokenizer_config(
+            name=name,
+            length_buckets=settings.length_buckets,
+            truncation=settings.truncation,
+            max_choices=settings.max_choices,
+        )
+    else:
+        config = tokenizer_config(name=name, length_buckets=settings.length_buckets, truncation=settings.truncation)
+    write_config(config, model_dir)
+
+
+def _text(config: object) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(config)

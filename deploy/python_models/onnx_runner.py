@@ -1,0 +1,105 @@
+"""Triton Python-backend host for one exported ONNX graph, run with onnxruntime (the CPU deployment profile).
+
+The pip-installed tritonserver has no onnxruntime backend, so this small model stands in for it: the graph file,
+intra-op thread count and execution mode come from config parameters (written by `python -m deploy build`).
+Requests the dynamic batcher hands over together are grouped by shape (the tokenizer pads to length buckets, so
+similar texts share a shape) and each group runs as one onnxruntime call. A group that fails is retried request by
+request, so one bad request gets its own error and the others their results.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        folder = Path(args["model_repository"]) / args["model_version"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "2"))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(folder / params["graph"]), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.max_batch = int(config.get("max_batch_size", 0))
+
+    def execute(self, requests):
+        feeds = []
+        responses = [None] * len(requests)
+        for index, request in enumerate(requests):
+            try:
+                feeds.append((index, self._feed(request)))
+            except Exception as exc:  # a malformed request fails alone
+                responses[index] = _error(exc)
+        groups = {}
+        for index, feed in feeds:
+            key = tuple((name, array.shape[1:], array.dtype.str) for name, array in feed.items())
+            groups.setdefault(key, []).append((index, feed))
+        for members in groups.values():
+            for chunk in _chunks(members, self.max_batch if self.batched else 1):
+                self._run_group(chunk, responses)
+        return responses
+
+    def _feed(self, request):
+        feed = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise ValueError(f"missing input {name}")
+            feed[name] = tensor.as_numpy()
+        return feed
+
+    def _run_group(self, members, responses):
+        if len(members) > 1:
+            try:
+                merged = {n: np.concatenate([feed[n] for _, feed in members]) for n in self.input_names}
+                outputs = self.session.run(self.output_names, merged)
+            except Exception:
+                outputs = None  # retry one by one so only the offending request fails
+            if outputs is not None:
+                start = 0
+                for index, feed in members:
+                    rows = feed[self.input_names[0]].shape[0]
+                    responses[index] = self._response([o[start : start + rows] for o in outputs])
+                    start += rows
+                return
+        for index, feed in members:
+            try:
+                responses[index] = self._response(self.session.run(self.output_names, feed))
+            except Exception as exc:
+                responses[index] = _error(exc)
+
+    def _response(self, outputs):
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs, strict=True)
+            ]
+        )
+
+
+def _chunks(items, size):
+    if size <= 0:
+        size = 1
+    out, rows = [], 0
+    for item in items:
+        n = next(iter(item[1].values())).shape[0] if size > 1 else 1
+        if out and rows + n > size:
+            yield out
+            out, rows = [], 0
+        out.append(item)
+        rows += n
+    if out:
+        yield out
+
+
+def _error(exc):
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {message}"))
