@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import FAST
 from trained_model import train_small_models
 
 import model_def
@@ -22,23 +23,6 @@ from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS, INPUT_NAMES
 from export.pipeline import ExportSettings, export_head, graph_paths, session
 from export.validate import Gates
 from model_def.demo_checkpoint import write_demo_checkpoints
-
-FAST = {"validation_examples": 16, "calibration_examples": 8}
-
-
-@pytest.fixture(scope="session")
-def demo_small(tmp_path_factory) -> Path:
-    return write_demo_checkpoints(tmp_path_factory.mktemp("demo-small"), small=True)["pretraining"].parent
-
-
-@pytest.fixture(scope="session")
-def exported_small(tmp_path_factory, demo_small) -> tuple[Path, dict]:
-    """Every task exported once from the small demo checkpoints (all three flavours)."""
-    out = tmp_path_factory.mktemp("onnx-small")
-    manifests = {}
-    for task in HEAD_SPECS:
-        manifests[task] = export_head(task, demo_small / CHECKPOINT_KIND_FOR_TASK[task], out, ExportSettings(**FAST))
-    return out, manifests
 
 
 def _as_dict(manifest) -> dict:

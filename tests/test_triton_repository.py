@@ -1,0 +1,420 @@
+"""The built repository served by a real tritonserver: every ensemble answers over gRPC like the PyTorch reference.
+
+The `fp32` profile must equal PyTorch (Hugging Face pipelines where one exists, model_def otherwise) to 1e-4; the
+default INT8 profile must give the same predictions within the tolerances stated per test. Checkpoints are the small
+random-weight demo set, so references are computed, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from deploy.build import SOURCE_REPOSITORY
+from deploy.ensemble_configs import ensemble_config
+from deploy.model_configs import graph_signature, parse_config
+from deploy.tasks import DEPLOYMENTS
+from export.heads import CHECKPOINT_KIND_FOR_TASK
+from model_def import (
+    MobileBertForMultipleChoice,
+    MobileBertForNextSentencePrediction,
+    MobileBertForPreTraining,
+    MobileBertModel,
+    MobileBertTokenizer,
+)
+
+TEXTS = [
+    "The company announced a new product in Paris on Monday.",
+    "short",
+    "Zürich's café serves 中文 and emoji 🙂 too, said Ana María García.",
+    "a much longer sentence " + "that keeps going with more words and clauses, " * 6 + "before it finally ends.",
+    "",
+]
+PAIRS = ["It was received well by the press.", "yes", "Le café est fermé.", "no", "an empty first text"]
+MASKED = [
+    "The capital of France is [MASK].",
+    "She went to the [MASK] and bought [MASK] apples .",
+    "Ünïcödé [MASK] works 🙂",
+    "[MASK] " + "word " * 60,
+]
+QUESTIONS = ["Where was the product announced?", "Who serves coffee?", "what?"]
+CONTEXTS = [TEXTS[0], TEXTS[2], "One. Two. Three. " * 20]
+
+
+def _client(server) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(server.grpc_url)
+
+
+def _infer(server, model: str, inputs: dict[str, list], outputs: list[str]) -> dict[str, np.ndarray]:
+    tensors = []
+    for name, values in inputs.items():
+        array = np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=np.object_)
+        if DEPLOYMENTS[model].batched:
+            array = array.reshape(-1, 1)
+        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    client = _client(server)
+    try:
+        result = client.infer(model, tensors, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs])
+        return {o: result.as_numpy(o) for o in outputs}
+    finally:
+        client.close()
+
+
+def _results(server, model: str, inputs: dict[str, list]) -> list:
+    rows = _infer(server, model, inputs, ["RESULT"])["RESULT"].reshape(-1)
+    return [json.loads(r) for r in rows]
+
+
+def _ckpt(demo_small: Path, task: str) -> str:
+    return str(demo_small / CHECKPOINT_KIND_FOR_TASK[task])
+
+
+# ------------------------------------------------------------------------------------------------------ configs
+
+
+def test_every_config_of_every_profile_parses_as_a_triton_model_config(built_repository):
+    repository, record = built_repository
+    configs = sorted(repository.glob("*/config.pbtxt")) + sorted(repository.glob("*/configs/*.pbtxt"))
+    assert len(configs) == len(record["models"]) + 2 * len(DEPLOYMENTS)
+    for path in configs:
+        parse_config(path)
+    for task, d in DEPLOYMENTS.items():
+        gpu = parse_config(repository / d.onnx_model / "configs" / "gpu.pbtxt")
+        assert gpu.backend == "onnxruntime" and gpu.default_model_filename == "model.int8-qdq.onnx"
+        assert gpu.instance_group[0].kind == gpu.instance_group[0].KIND_GPU
+        trt = gpu.optimization.execution_accelerators.gpu_execution_accelerator[0]
+        assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "INT8", task
+        assert "input_ids:" in trt.parameters["trt_profile_max_shapes"]
+        cpu = parse_config(repository / d.onnx_model / "config.pbtxt")
+        assert cpu.backend == "python" and cpu.parameters["graph"].string_value == "model.int8-dynamic.onnx"
+        fp32 = parse_config(repository / d.onnx_model / "configs" / "fp32.pbtxt")
+        assert fp32.parameters["graph"].string_value == "model.fp32.onnx"
+        # The three graphs each profile names are in the version folder.
+        for name in ("model.int8-dynamic.onnx", "model.fp32.onnx", "model.int8-qdq.onnx"):
+            assert (repository / d.onnx_model / "1" / name).is_file()
+
+
+def test_committed_ensemble_configs_are_what_the_generator_writes(built_repository):
+    repository, _ = built_repository
+    for task, d in DEPLOYMENTS.items():
+        inputs, outputs = graph_signature(repository / d.onnx_model / "1" / "model.int8-dynamic.onnx", d.batched)
+        generated = ensemble_config(d, inputs, outputs, 64)
+        committed = parse_config(SOURCE_REPOSITORY / task / "config.pbtxt")
+        assert committed == generated, f"triton_repo/{task}/config.pbtxt is stale: run python -m deploy build"
+
+
+def test_a_typo_in_a_config_fails_parsing(tmp_path):
+    bad = tmp_path / "config.pbtxt"
+    bad.write_text('name: "x"\nplatfrom: "ensemble"\n')
+    with pytest.raises(ValueError, match="not a valid Triton ModelConfig"):
+        parse_config(bad)
+
+
+# --------------------------------------------------------------------------------------------- FP32 vs PyTorch
+
+
+@pytest.fixture(scope="module")
+def fill_mask_reference(demo_small):
+    path = _ckpt(demo_small, "fill_mask")
+    model = transformers.MobileBertForMaskedLM.from_pretrained(path).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def _mask_probs(model, tokenizer, text):
+    encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
+    with torch.no_grad():
+        logits = model(**encoded).logits[0]
+    ids = encoded["input_ids"][0]
+    positions = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    return ids, positions, torch.softmax(logits[positions].double(), -1).numpy()
+
+
+def _check_fill_mask(server, reference, rtol):
+    model, tokenizer = reference
+    results = _results(server, "fill_mask", {"TEXT": MASKED})
+    for text, per_mask in zip(MASKED, results, strict=True):
+        ids, positions, probs = _mask_probs(model, tokenizer, text)
+        assert len(per_mask) == len(positions)
+        for candidates, position, p in zip(per_mask, positions, probs, strict=True):
+            assert len(candidates) == 10
+            scores = [c["score"] for c in candidates]
+            assert scores == sorted(scores, reverse=True)
+            tenth = np.sort(p)[-10]
+            for c in candidates:
+                np.testing.assert_allclose(c["score"], p[c["token"]], rtol=rtol)
+                assert p[c["token"]] >= tenth * (1 - 2 * rtol)  # a genuine top-10 token
+                assert c["token_str"] == tokenizer.decode([c["token"]])
+                filled = ids.clone()
+                filled[position] = c["token"]
+                assert c["sequence"] == tokenizer.decode(filled, skip_special_tokens=True)
+
+
+def test_fill_mask_fp32_equals_pytorch(triton_server_fp32, fill_mask_reference):
+    _check_fill_mask(triton_server_fp32, fill_mask_reference, rtol=1e-4)
+
+
+def test_fill_mask_int8_scores_track_pytorch(triton_server, fill_mask_reference):
+    _check_fill_mask(triton_server, fill_mask_reference, rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def hf_pipelines(demo_small):
+    def make(kind, task):
+        return transformers.pipeline(kind, model=_ckpt(demo_small, task), device="cpu")
+
+    return {
+        "text_classification": make("text-classification", "text_classification"),
+        "token_classification": make("token-classification", "token_classification"),
+    }
+
+
+def _check_classification(server, pipe, atol):
+    inputs = [{"text": t, "text_pair": p} for t, p in zip(TEXTS, PAIRS, strict=True)]
+    singles = _results(server, "text_classification", {"TEXT": TEXTS})
+    paired = _results(server, "text_classification", {"TEXT": TEXTS, "TEXT_PAIR": PAIRS})
+    for got, want in zip(singles + paired, pipe(TEXTS, top_k=None) + pipe(inputs, top_k=None), strict=True):
+        assert [g["label"] for g in got] == sorted(
+            (g["label"] for g in got), key=lambda lb: -dict((x["label"], x["score"]) for x in got)[lb]
+        )
+        want_scores = {w["label"]: w["score"] for w in want}
+        for g in got:
+            assert abs(g["score"] - want_scores[g["label"]]) <= atol, (g, want)
+
+
+def test_text_classification_fp32_equals_the_hf_pipeline_single_and_pairs(triton_server_fp32, hf_pipelines):
+    _check_classification(triton_server_fp32, hf_pipelines["text_classification"], atol=1e-4)
+
+
+def test_text_classification_int8_scores_within_0_01(triton_server, hf_pipelines):
+    _check_classification(triton_server, hf_pipelines["text_classification"], atol=0.01)
+
+
+def _check_tags(server, pipe, atol):
+    results = _results(server, "token_classification", {"TEXT": TEXTS})
+    agree = 0
+    for text, got in zip(TEXTS, results, strict=True):
+        want = pipe(text, aggregation_strategy="first") if text else []
+        for g in got:
+            assert g["word"] == text[g["start"] : g["end"]]
+        spans = [(w["entity_group"], w["start"], w["end"]) for w in want]
+        if [(g["entity_group"], g["start"], g["end"]) for g in got] == spans:
+            agree += 1
+            for g, w in zip(got, want, strict=True):
+                assert abs(g["score"] - float(w["score"])) <= atol
+    return agree
+
+
+def test_token_classification_fp32_equals_the_hf_pipeline_first_aggregation(triton_server_fp32, hf_pipelines):
+    assert _check_tags(triton_server_fp32, hf_pipelines["token_classification"], atol=1e-4) == len(TEXTS)
+
+
+def test_token_classification_int8_agrees_on_most_texts(triton_server, hf_pipelines):
+    # Random weights leave tag probabilities close together, so an INT8 flip on one word is possible; 4 of 5 must match.
+    assert _check_tags(triton_server, hf_pipelines["token_classification"], atol=0.02) >= len(TEXTS) - 1
+
+
+@pytest.fixture(scope="module")
+def qa_reference(demo_small):
+    """The question-answering pipeline's span decoding (removed from transformers 5) on PyTorch logits."""
+    path = _ckpt(demo_small, "question_answering")
+    model = transformers.MobileBertForQuestionAnswering.from_pretrained(path).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+
+    def answer(question, context, top_k=5, max_answer_len=15):
+        enc = tokenizer(question, context, return_offsets_mapping=True, truncation="only_second", max_length=512)
+        offsets = enc.pop("offset_mapping")
+        with torch.no_grad():
+            out = model(**{k: torch.tensor([v]) for k, v in enc.items()})
+        context_tokens = np.array([s == 1 for s in enc.sequence_ids()])
+        kept = context_tokens.copy()
+        kept[0] = True  # the pipeline keeps [CLS] in the softmax, then zeroes it
+        probs = []
+        for logits in (out.start_logits[0].double().numpy(), out.end_logits[0].double().numpy()):
+            p = np.exp(np.where(kept, logits, -10000.0) - np.where(kept, logits, -10000.0).max())
+            p /= p.sum()
+            p[0] = 0.0
+            probs.append(p)
+        scores = np.tril(np.triu(np.outer(*probs)), max_answer_len - 1)
+        spans = []
+        for flat in np.argsort(-scores, axis=None, kind="stable"):
+            s, e = np.unravel_index(flat, scores.shape)
+            if context_tokens[s] and context_tokens[e]:
+                spans.append({"start": offsets[s][0], "end": offsets[e][1], "score": float(scores[s, e])})
+            if len(spans) == top_k:
+                break
+        return spans
+
+    return answer
+
+
+def _check_qa(server, reference, atol, exact):
+    results = _results(server, "question_answering", {"QUESTION": QUESTIONS, "CONTEXT": CONTEXTS})
+    for question, context, got in zip(QUESTIONS, CONTEXTS, results, strict=True):
+        want = reference(question, context)
+        assert len(got) == 5
+        for g in got:
+            assert g["answer"] == context[g["start"] : g["end"]]
+        if exact:
+            assert [(g["start"], g["end"]) for g in got] == [(w["start"], w["end"]) for w in want]
+            for g, w in zip(got, want, strict=True):
+                assert abs(g["score"] - w["score"]) <= atol
+        else:  # the best INT8 span is among PyTorch's five best
+            assert (got[0]["start"], got[0]["end"]) in [(w["start"], w["end"]) for w in want]
+
+
+def test_question_answering_fp32_equals_the_pipeline_decoding_of_pytorch_logits(triton_server_fp32, qa_reference):
+    _check_qa(triton_server_fp32, qa_reference, atol=1e-4, exact=True)
+
+
+def test_question_answering_int8_best_span_is_in_the_pytorch_top5(triton_server, qa_reference):
+    _check_qa(triton_server, qa_reference, atol=0.0, exact=False)
+
+
+def _nsp_reference(demo_small):
+    path = _ckpt(demo_small, "next_sentence")
+    model = MobileBertForNextSentencePrediction.from_pretrained(path).eval()
+    encoded = MobileBertTokenizer.from_pretrained(path)(TEXTS, PAIRS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return torch.softmax(model(**encoded).logits.double(), -1)[:, 0].numpy()
+
+
+@pytest.mark.parametrize("profile,atol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_next_sentence_probability_matches_pytorch(request, demo_small, profile, atol):
+    server = request.getfixturevalue("triton_server_fp32" if profile == "fp32" else "triton_server")
+    results = _results(server, "next_sentence", {"TEXT": TEXTS, "TEXT_PAIR": PAIRS})
+    for got, p_next in zip(results, _nsp_reference(demo_small), strict=True):
+        assert abs(got["score"] - p_next) <= atol
+        assert got["is_next"] == (got["score"] > 0.5)
+
+
+@pytest.mark.parametrize("profile,atol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_multiple_choice_picks_the_pytorch_choice(request, demo_small, profile, atol):
+    server = request.getfixturevalue("triton_server_fp32" if profile == "fp32" else "triton_server")
+    path = _ckpt(demo_small, "multiple_choice")
+    model = MobileBertForMultipleChoice.from_pretrained(path).eval()
+    tokenizer = MobileBertTokenizer.from_pretrained(path)
+    for prompt, choices in [
+        ("Where is Paris?", ["in France", "on the moon", "under the sea"]),
+        ("2 + 2 =", ["4", "5"]),
+    ]:
+        got = _results(server, "multiple_choice", {"PROMPT": [prompt], "CHOICES": choices})[0]
+        encoded = tokenizer([prompt] * len(choices), choices, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**{k: v.unsqueeze(0) for k, v in encoded.items()}).logits[0]
+        want = torch.softmax(logits.double(), -1).numpy()
+        np.testing.assert_allclose(got["scores"], want, atol=atol)
+        assert got["choice"] == choices[got["index"]]
+        if np.sort(want)[-1] - np.sort(want)[-2] > 2 * atol:
+            assert got["index"] == int(np.argmax(want))
+
+
+@pytest.mark.parametrize("profile,min_cosine", [("fp32", None), ("int8", 0.99)])
+def test_feature_extraction_pooled_vectors_match_pytorch(request, demo_small, profile, min_cosine):
+    server = request.getfixturevalue("triton_server_fp32" if profile == "fp32" else "triton_server")
+    path = _ckpt(demo_small, "feature_extraction")
+    model = MobileBertModel.from_pretrained(path).eval()
+    encoded = MobileBertTokenizer.from_pretrained(path)(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**encoded)
+    mask = encoded["attention_mask"].unsqueeze(-1).float()
+    want = {
+        "MEAN_POOLED": ((out.last_hidden_state * mask).sum(1) / mask.sum(1)).numpy(),
+        "CLS": out.last_hidden_state[:, 0].numpy(),
+        "POOLER_OUTPUT": out.pooler_output.numpy(),
+    }
+    got = _infer(server, "feature_extraction", {"TEXT": TEXTS}, [*want, "LAST_HIDDEN_STATE", "ATTENTION_MASK"])
+    assert got["LAST_HIDDEN_STATE"].shape[1] in (32, 64, 128, 256, 512)  # padded to a length bucket
+    assert np.array_equal(got["ATTENTION_MASK"].sum(1), encoded["attention_mask"].sum(1).numpy())
+    for name, ref in want.items():
+        if min_cosine is None:
+            assert np.abs(got[name] - ref).max() <= 1e-4 * np.abs(ref).max(), name
+        else:
+            cos = (got[name] * ref).sum(1) / np.linalg.norm(got[name], axis=1) / np.linalg.norm(ref, axis=1)
+            assert cos.min() >= min_cosine, (name, cos)
+
+
+def test_pretraining_top_tokens_and_nsp_match_pytorch_fp32(triton_server_fp32, demo_small):
+    path = _ckpt(demo_small, "pretraining")
+    model = MobileBertForPreTraining.from_pretrained(path).eval()
+    tokenizer = MobileBertTokenizer.from_pretrained(path)
+    texts, pairs = TEXTS[:3], PAIRS[:3]
+    got = _infer(
+        triton_server_fp32,
+        "pretraining",
+        {"TEXT": texts, "TEXT_PAIR": pairs},
+        ["INPUT_IDS", "TOKEN_TOP_IDS", "TOKEN_TOP_PROBS", "NSP_PROBS"],
+    )
+    encoded = tokenizer(texts, pairs, padding="max_length", max_length=got["INPUT_IDS"].shape[1], return_tensors="pt")
+    assert np.array_equal(got["INPUT_IDS"], encoded["input_ids"].numpy())
+    with torch.no_grad():
+        out = model(**encoded)
+    probs = torch.softmax(out.prediction_logits.double(), -1).numpy()
+    real = encoded["attention_mask"].numpy() == 1
+    picked = np.take_along_axis(probs, got["TOKEN_TOP_IDS"], -1)
+    np.testing.assert_allclose(got["TOKEN_TOP_PROBS"][real], picked[real], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(
+        got["NSP_PROBS"], torch.softmax(out.seq_relationship_logits.double(), -1).numpy(), atol=1e-4
+    )
+
+
+# -------------------------------------------------------------------------------------------- documented inputs
+
+
+def test_overlong_text_is_truncated_to_the_largest_bucket_not_refused(triton_server):
+    text = "word " * 3000
+    got = _infer(triton_server, "feature_extraction", {"TEXT": [text, "short"]}, ["ATTENTION_MASK"])
+    assert got["ATTENTION_MASK"].shape == (2, 512)
+    assert got["ATTENTION_MASK"][0].sum() == 512
+    assert _results(triton_server, "text_classification", {"TEXT": [text]})[0][0]["label"]
+
+
+def test_empty_text_is_classified_and_fill_mask_without_mask_is_an_error_naming_it(triton_server):
+    assert len(_results(triton_server, "text_classification", {"TEXT": ["", " "]})) == 2
+    with pytest.raises(InferenceServerException, match=r"row 1: no \[MASK\] token"):
+        _results(triton_server, "fill_mask", {"TEXT": ["a [MASK] b", "no mask here"]})
+    with pytest.raises(InferenceServerException, match="at most 8 are supported"):
+        _results(triton_server, "fill_mask", {"TEXT": ["[MASK] " * 9]})
+    # The instance lives on: the next valid request succeeds.
+    assert _results(triton_server, "fill_mask", {"TEXT": ["a [MASK] b"]})[0]
+
+
+def test_multiple_choice_refuses_empty_and_oversized_choice_sets(triton_server):
+    with pytest.raises(InferenceServerException, match="CHOICES is empty"):
+        _results(triton_server, "multiple_choice", {"PROMPT": ["q"], "CHOICES": []})
+    with pytest.raises(InferenceServerException, match="at most 32"):
+        _results(triton_server, "multiple_choice", {"PROMPT": ["q"], "CHOICES": [f"c{i}" for i in range(100)]})
+    assert _results(triton_server, "multiple_choice", {"PROMPT": ["q"], "CHOICES": ["a"]})[0]["index"] == 0
+
+
+def test_a_batch_over_max_batch_size_is_refused_by_triton(triton_server):
+    with pytest.raises(InferenceServerException, match="batch-size must be <= 64"):
+        _results(triton_server, "text_classification", {"TEXT": ["x"] * 65})
+
+
+@pytest.mark.parametrize("profile,atol", [("fp32", 1e-6), ("int8", 5e-3)])
+def test_concurrent_requests_of_mixed_lengths_each_get_their_own_answer(request, profile, atol):
+    """Requests batched together by the dynamic batcher get the answers they get alone.
+
+    FP32: to 1e-6. INT8-dynamic quantizes activations with one scale per tensor over the whole batch, so a row's
+    scores move slightly (measured ~1e-4) with the company it is batched in; the labels do not.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = request.getfixturevalue("triton_server_fp32" if profile == "fp32" else "triton_server")
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(24)]
+    alone = [_results(server, "text_classification", {"TEXT": [t]})[0] for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda t: _results(server, "text_classification", {"TEXT": [t]})[0], texts))
+    for a, b in zip(alone, together, strict=True):
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+        np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], atol=atol)
