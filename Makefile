@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test lint format demo export bench clean
+.PHONY: help setup system-deps test lint format demo build serve export bench clean
 
 help:
 	@echo "make demo   - the main job, end to end"
 	@echo "make test   - the whole test suite (what CI runs)"
 	@echo "make lint   - ruff"
+	@echo "make build  - demo checkpoints -> export -> triton_repo/ (make serve: serve it)"
 	@echo "make export - export every head of the demo checkpoints to FP32/INT8 ONNX"
 	@echo "make bench  - benchmarks (print figures; not part of the tests)"
 
@@ -45,10 +46,15 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Until the Triton pipeline lands: PyTorch fill-mask + QA on demo checkpoints, then their validated INT8 export.
+# The main job: demo checkpoints -> build triton_repo/ -> serve -> every task through the client -> throughput.
 demo: setup
-	$(PY) -m model_def.demo
-	$(PY) -m export --demo --task fill_mask --task question_answering
+	$(PY) -m deploy demo
+
+build: setup
+	$(PY) -m deploy build --demo
+
+serve: setup
+	$(PY) -m deploy serve
 
 export: setup
 	$(PY) -m export --demo

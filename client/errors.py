@@ -71,6 +71,17 @@ def _mentions_model(message: str) -> bool:
     return "unknown model" in lowered or "is not ready" in lowered or "no available versions" in lowered
 
 
+def _tls_hint(message: str) -> str:
+    # A connection the server closes at once, or a failed handshake, is what a TLS mismatch looks like from here.
+    lowered = message.lower()
+    if "socket closed" in lowered or "handshake" in lowered or "ssl" in lowered:
+        return (
+            "; a connection closed right away usually means a TLS mismatch: compare TlsOptions (root certificates, "
+            "client certificate for mutual TLS) with the server's --grpc-use-ssl settings."
+        )
+    return "."
+
+
 def is_transient(exc: InferenceServerException) -> bool:
     """True when the same request may succeed if retried (possibly on another server URL)."""
     return status_name(exc) in TRANSIENT_STATUSES and not _mentions_model(exc.message() or "")
@@ -85,7 +96,7 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
     if status == "NOT_FOUND" or (status in TRANSIENT_STATUSES and _mentions_model(server_message)):
         return TaskNotDeployedError(
-            f"task {what} is not deployed on the Triton server at {url}: {server_message}. "
+            f"{what} is not deployed on the Triton server at {url}: {server_message}. "
             "Build it into the repository (python -m deploy build --task ...) and load it, "
             "or list what this server offers with `mobilebert-triton tasks --url " + url + "`.",
             **context,
@@ -99,7 +110,8 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
     if status == "UNAVAILABLE" or (not status and "connect" in server_message.lower()):
         return ServerUnavailableError(
             f"cannot reach the Triton server at {url}{tries}: {server_message}. "
-            "Check that tritonserver is running (python -m deploy serve) and that the URL is its gRPC port.",
+            "Check that tritonserver is running (python -m deploy serve) and that the URL is its gRPC port"
+            + _tls_hint(server_message),
             **context,
         )
     if status in ("INVALID_ARGUMENT", "INTERNAL", "OUT_OF_RANGE", "FAILED_PRECONDITION"):

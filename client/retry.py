@@ -20,6 +20,8 @@ from .errors import MobileBertClientError, ServerUnavailableError, is_transient,
 from .options import ConnectionOptions
 
 logger = logging.getLogger("client")
+# A library does not configure logging: retries are logged only where the application has set up handlers.
+logger.addHandler(logging.NullHandler())
 
 
 class UrlRotation:

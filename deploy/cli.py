@@ -26,6 +26,7 @@ SMALL_DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints-small")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="the main job end to end: build, serve, call every task, throughput", add_help=False)
     build = sub.add_parser("build", help="checkpoint(s) -> export of every head -> a complete model repository")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true", help="the demo checkpoints (random weights; written if absent)")
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the demo has its own options (deploy/demo.py)
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("deploy").setLevel(logging.INFO)

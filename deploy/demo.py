@@ -1,0 +1,167 @@
+"""`python -m deploy demo` (what `make demo` runs): the main job end to end on a fresh machine.
+
+demo checkpoints -> build (export every head, assemble triton_repo/) -> serve (pip-installed tritonserver) -> one
+call per task through the client library -> a short throughput figure per task -> clean shutdown.
+The demo checkpoints have random weights (no model hub here), so answers are arbitrary but real: every number comes
+from the served graphs. Point `--checkpoint` at a real Hugging Face MobileBERT checkpoint for meaningful output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from client import MobileBertClient
+from model_def.corpus import corpus_lines, qa_examples
+
+from .build import BuildError, read_build_record
+from .server import ServerConfig, ServerError, TritonServer, free_port
+
+logger = logging.getLogger("deploy.demo")
+
+
+def _show(title: str, value: object) -> None:
+    def plain(v: object) -> object:
+        if isinstance(v, np.ndarray):
+            return f"array{list(v.shape)} [{', '.join(f'{x:.3f}' for x in v.reshape(-1)[:4])}, ...]"
+        if isinstance(v, float):
+            return round(v, 4)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    print(f"\n== {title}\n{json.dumps(plain(value), ensure_ascii=False, indent=1)[:900]}")
+
+
+def call_every_task(bert: MobileBertClient, tasks: list[str]) -> None:
+    """One call per deployed task, printed."""
+    if "fill_mask" in tasks:
+        _show("fill_mask", bert.fill_mask("The capital of France is [MASK].", top_k=3))
+    if "text_classification" in tasks:
+        _show("classify", bert.classify("What a wonderful, sunny day!", top_k=2))
+    if "next_sentence" in tasks:
+        _show("next_sentence", bert.next_sentence("I went to the bakery.", "They had fresh bread."))
+    if "multiple_choice" in tasks:
+        _show("multiple_choice", bert.multiple_choice("Where is the Eiffel Tower?", ["Paris", "Rome", "Oslo"]))
+    if "token_classification" in tasks:
+        _show("tag", bert.tag("Ada Lovelace worked with Charles Babbage in London."))
+    if "question_answering" in tasks:
+        _show("answer", bert.answer("Where did Ada work?", "Ada Lovelace worked with Charles Babbage in London."))
+    if "feature_extraction" in tasks:
+        _show("embed", bert.embed(["A sentence to embed.", "Another one."]))
+    if "pretraining" in tasks:
+        out = bert.infer_tensors("pretraining", {"TEXT": np.array([[b"Raw pre-training heads."]], dtype=object)})
+        _show("pretraining (raw tensors)", {k: v for k, v in out.items()})
+
+
+def throughput(bert: MobileBertClient, task: str, seconds: float, concurrency: int) -> dict:
+    """Closed-loop load of one text per request from `concurrency` threads for `seconds`."""
+    lines = [line for line in corpus_lines() if len(line.split()) > 8]
+    qa = qa_examples()
+    calls = {
+        "fill_mask": lambda i: bert.fill_mask(" ".join(lines[i % len(lines)].split()[:40]) + " [MASK]."),
+        "question_answering": lambda i: bert.answer(qa[i % len(qa)]["question"], qa[i % len(qa)]["context"]),
+        "text_classification": lambda i: bert.classify(lines[i % len(lines)]),
+    }
+    call = calls[task]
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        nonlocal failures
+        i = offset
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                call(i)
+                latencies.append(time.perf_counter() - start)
+            except Exception:  # counted and reported, never hidden
+                failures += 1
+            i += concurrency
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+    elapsed = time.monotonic() - started
+    q = np.quantile(latencies, [0.5, 0.99]) * 1000 if latencies else [float("nan")] * 2
+    return {
+        "task": task,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(q[0]),
+        "p99_ms": float(q[1]),
+        "failed": failures,
+        "completed": len(latencies),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy demo", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint (set) to serve instead of the demo checkpoints")
+    parser.add_argument("--small", action="store_true", help="2-layer demo checkpoints (fast)")
+    parser.add_argument("--repository", type=Path, default=Path("triton_repo"))
+    parser.add_argument("--seconds", type=float, default=8.0, help="load time per task for the throughput figure")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--skip-build", action="store_true", help="serve the repository as last built")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("deploy").setLevel(logging.INFO)
+
+    from . import cli
+
+    if not args.skip_build:
+        build_args = ["build", "--repository", str(args.repository)]
+        build_args += ["--checkpoint", str(args.checkpoint)] if args.checkpoint else ["--demo"]
+        build_args += ["--small"] if args.small and not args.checkpoint else []
+        if cli.main(build_args) != 0:
+            return 1
+    record = read_build_record(args.repository)
+    if record is None:
+        print(f"demo failed: {args.repository} has no build record; run without --skip-build", file=sys.stderr)
+        return 1
+    config = ServerConfig(
+        repository=args.repository,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        models=record["models"],
+        log_file=Path("artifacts/logs/demo-tritonserver.log"),
+    )
+    try:
+        started = time.monotonic()
+        with TritonServer(config) as server:
+            ready_s = time.monotonic() - started
+            print(f"\nTriton READY in {ready_s:.1f}s on {server.grpc_url} ({len(record['models'])} models)")
+            with MobileBertClient(server.grpc_url, timeout_s=60.0) as bert:
+                tasks = bert.tasks()
+                print(f"tasks offered: {', '.join(tasks)}")
+                call_every_task(bert, tasks)
+                rows = [
+                    throughput(bert, task, args.seconds, args.concurrency)
+                    for task in ("fill_mask", "question_answering", "text_classification")
+                    if task in tasks
+                ]
+            load = f"concurrency {args.concurrency}, {args.seconds:.0f} s each"
+            print(f"\nthroughput (text in, results out over gRPC; {load})")
+            print(f"{'task':22s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'failed':>7s}")
+            for r in rows:
+                print(
+                    f"{r['task']:22s} {r['requests_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['failed']:7d}"
+                )
+            median_ok = statistics.median([r["requests_per_s"] for r in rows]) if rows else 0
+            logger.info("median throughput %.1f req/s; stopping Triton", median_ok)
+        print("Triton stopped cleanly.")
+    except (ServerError, BuildError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    return 0 if all(r["failed"] == 0 for r in rows) else 1
