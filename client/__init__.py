@@ -10,6 +10,7 @@ work; `ConnectionOptions` configures timeouts, retries, failover over several UR
 
 from .async_client import AsyncMobileBertClient
 from .errors import (
+    AccessDeniedError,
     InvalidInputError,
     MobileBertClientError,
     RequestTimeoutError,
@@ -22,6 +23,7 @@ from .tasks import TASKS
 
 __all__ = [
     "TASKS",
+    "AccessDeniedError",
     "AsyncMobileBertClient",
     "ConnectionOptions",
     "InvalidInputError",

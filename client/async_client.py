@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as aioclient
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
 from . import tasks
 from .codec import infer_inputs, requested_outputs, result_arrays
-from .errors import InvalidInputError, ServerUnavailableError
+from .errors import AccessDeniedError, InvalidInputError, ServerUnavailableError
 from .options import ConnectionOptions, resolve_options
 from .retry import RetryLoop, UrlRotation
 from .sync_client import DEFAULT_MAX_BATCH_SIZE, HEALTH_TIMEOUT_S, offered_tasks
@@ -230,7 +230,7 @@ class AsyncMobileBertClient:
                 )
             await asyncio.sleep(poll_s)
 
-    async def tasks(self) -> list[str]:
+    async def repository_index(self) -> list[dict[str, Any]]:
         index = await self._call(
             "repository index",
             None,
@@ -238,7 +238,25 @@ class AsyncMobileBertClient:
                 headers=self.options.headers or None, as_json=True, client_timeout=self.options.timeout_s
             ),
         )
-        return offered_tasks(index)
+        return list(index.get("models", []))
+
+    async def tasks(self) -> list[str]:
+        try:
+            return offered_tasks(await self.repository_index())
+        except AccessDeniedError:
+            # The index is admin-only on this server; readiness is open: ask for every task at once.
+            headers, timeout = self.options.headers or None, self.options.timeout_s
+            ready = await asyncio.gather(
+                *(
+                    self._call(
+                        "model ready",
+                        task,
+                        lambda c, task=task: c.is_model_ready(task, headers=headers, client_timeout=timeout),
+                    )
+                    for task in tasks.TASKS
+                )
+            )
+            return [task for task, is_ready in zip(tasks.TASKS, ready, strict=True) if is_ready]
 
     async def model_metadata(self, model: str) -> dict[str, Any]:
         return await self._call(

@@ -27,8 +27,25 @@ def _connection_args() -> argparse.ArgumentParser:
     common.add_argument("--url", default=DEFAULT_URL, help="gRPC host:port; several comma-separated for failover")
     common.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
     common.add_argument("--retries", type=int, default=3, help="retry rounds on transient failures (default 3)")
+    common.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gRPC metadata for every call, e.g. an auth token or triton-grpc-protocol-admin-key=KEY (repeatable)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of readable text")
     return common
+
+
+def _headers(pairs: list[str]) -> dict[str, str]:
+    headers = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--header {pair!r}: expected KEY=VALUE")
+        headers[key.strip().lower()] = value  # gRPC metadata keys are lowercase
+    return headers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +186,9 @@ def to_jsonable(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        options = ConnectionOptions(urls=args.url, timeout_s=args.timeout, retries=args.retries)
+        options = ConnectionOptions(
+            urls=args.url, timeout_s=args.timeout, retries=args.retries, headers=_headers(args.header)
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ or on another replica (the server is unreachable or restarting, the deadline pas
 
 from __future__ import annotations
 
+import re
+
 from tritonclient.utils import InferenceServerException
 
 
@@ -54,6 +56,10 @@ class RequestTimeoutError(MobileBertClientError):
     """The server did not answer within the per-call timeout (after retries)."""
 
 
+class AccessDeniedError(MobileBertClientError):
+    """The server (or a proxy in front of it) refused the call: missing or wrong credentials in the headers."""
+
+
 # gRPC status codes as tritonclient reports them ("StatusCode.UNAVAILABLE").
 TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
@@ -82,9 +88,17 @@ def _tls_hint(message: str) -> str:
     return "."
 
 
+def _restricted(message: str) -> str | None:
+    # Triton answers UNAVAILABLE for an endpoint limited with --grpc-restricted-protocol, naming the header it
+    # expects ("This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'"): not transient.
+    match = re.search(r"protocol is restricted, expecting header '([^']+)'", message)
+    return match.group(1) if match else None
+
+
 def is_transient(exc: InferenceServerException) -> bool:
     """True when the same request may succeed if retried (possibly on another server URL)."""
-    return status_name(exc) in TRANSIENT_STATUSES and not _mentions_model(exc.message() or "")
+    message = exc.message() or ""
+    return status_name(exc) in TRANSIENT_STATUSES and not _mentions_model(message) and _restricted(message) is None
 
 
 def translate(exc: InferenceServerException, *, url: str, model: str | None, attempts: int) -> MobileBertClientError:
@@ -92,8 +106,19 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
     status = status_name(exc)
     server_message = exc.message() or str(exc)
     context = {"url": url, "model": model, "status": status, "server_message": server_message, "attempts": attempts}
-    what = f"'{model}'" if model else "the request"
+    what = f"'{model}'" if model else "the call"  # the task or model: what the person asked for
+    to = f" to '{model}'" if model else ""
     tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts > 1 else ""
+    header = _restricted(server_message)
+    if status in ("PERMISSION_DENIED", "UNAUTHENTICATED") or header is not None:
+        fix = (
+            f"send the header {header!r} with the server's key, e.g. ConnectionOptions(headers={{{header!r}: KEY}})"
+            if header
+            else "check the credentials sent in ConnectionOptions.headers"
+        )
+        return AccessDeniedError(
+            f"the Triton server at {url} refused the call{to}: {server_message}; {fix}.", **context
+        )
     if status == "NOT_FOUND" or (status in TRANSIENT_STATUSES and _mentions_model(server_message)):
         return TaskNotDeployedError(
             f"{what} is not deployed on the Triton server at {url}: {server_message}. "
@@ -103,7 +128,7 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
         )
     if status == "DEADLINE_EXCEEDED":
         return RequestTimeoutError(
-            f"{what} at {url} timed out{tries} ({server_message}); raise the timeout "
+            f"the call{to} at {url} timed out{tries} ({server_message}); raise the timeout "
             "(ConnectionOptions.timeout_s / --timeout) or send smaller batches.",
             **context,
         )
@@ -116,9 +141,10 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
         )
     if status in ("INVALID_ARGUMENT", "INTERNAL", "OUT_OF_RANGE", "FAILED_PRECONDITION"):
         # The repository's models report input they cannot process (a fill-mask text without [MASK], too many
-        # choices) as errors of the step that rejected it, which Triton returns as INTERNAL. Either way the fix is
-        # in the request, and the server's message says what is wrong with it.
-        return InvalidInputError(f"{what} rejected by the Triton server at {url}: {server_message}", **context)
+        # choices) as an error of the step that rejected it, which Triton returns as INTERNAL; the client cannot
+        # tell those from a failing model, so the message keeps the server's words, which say which it is.
+        verb = "rejected" if status == "INVALID_ARGUMENT" else "could not process"
+        return InvalidInputError(f"the Triton server at {url} {verb} the request{to}: {server_message}", **context)
     return MobileBertClientError(
-        f"{what} failed at the Triton server at {url}: [{status or 'no status'}] {server_message}", **context
+        f"the call{to} failed at the Triton server at {url}: [{status or 'no status'}] {server_message}", **context
     )

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import tasks
 from .codec import infer_inputs, requested_outputs, result_arrays
-from .errors import InvalidInputError, ServerUnavailableError
+from .errors import AccessDeniedError, InvalidInputError, ServerUnavailableError
 from .options import ConnectionOptions, resolve_options
 from .retry import RetryLoop, UrlRotation
 
@@ -179,8 +179,12 @@ class MobileBertClient:
                 )
             time.sleep(poll_s)
 
-    def tasks(self) -> list[str]:
-        """The tasks the server offers: task ensembles in its repository index that are READY."""
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every model in the server's repository with its state ({name, version, state, reason}).
+
+        Servers started by deploy/ restrict the model-repository protocol to clients sending the admin key
+        (AccessDeniedError names the header to send).
+        """
         index = self._call(
             "repository index",
             None,
@@ -188,7 +192,24 @@ class MobileBertClient:
                 headers=self.options.headers or None, as_json=True, client_timeout=self.options.timeout_s
             ),
         )
-        return offered_tasks(index)
+        return list(index.get("models", []))
+
+    def tasks(self) -> list[str]:
+        """The tasks the server offers: task ensembles in its repository index that are READY."""
+        try:
+            return offered_tasks(self.repository_index())
+        except AccessDeniedError:
+            # The index is admin-only on this server, but model readiness is open to every client: ask per task.
+            headers, timeout = self.options.headers or None, self.options.timeout_s
+            return [
+                task
+                for task in tasks.TASKS
+                if self._call(
+                    "model ready",
+                    task,
+                    lambda c, task=task: c.is_model_ready(task, headers=headers, client_timeout=timeout),
+                )
+            ]
 
     def model_metadata(self, model: str) -> dict[str, Any]:
         """The model's inputs and outputs (names, datatypes, shapes) as the server reports them."""
@@ -229,7 +250,7 @@ class MobileBertClient:
         return f"MobileBertClient(urls={list(self.urls)!r})"
 
 
-def offered_tasks(index: dict[str, Any]) -> list[str]:
-    """Task names among the READY models of a repository index (as_json form), in the order of tasks.TASKS."""
-    ready = {m.get("name") for m in index.get("models", []) if m.get("state") == "READY"}
+def offered_tasks(models: list[dict[str, Any]]) -> list[str]:
+    """Task names among the READY models of a repository index, in the order of tasks.TASKS."""
+    ready = {m.get("name") for m in models if m.get("state") == "READY"}
     return [task for task in tasks.TASKS if task in ready]

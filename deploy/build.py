@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.pipeline import ExportSettings, export_head, graph_paths
-from model_def import MobileBertTokenizer
+from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
@@ -85,7 +85,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     with tqdm(sorted(checkpoints.items()), desc="build", unit="task") as bar:
         for task, checkpoint in bar:
             manifests = export_head(task, checkpoint, settings.export_dir, export_settings, progress=bar)
-            report[task] = _add_task(repository, task, manifests, tokenizer_json, settings)
+            report[task] = _add_task(repository, task, checkpoint, manifests, tokenizer_json, settings)
             models += DEPLOYMENTS[task].models
     tokenizers = {DEPLOYMENTS[t].tokenizer for t in checkpoints}
     for name in sorted(tokenizers):
@@ -158,7 +158,9 @@ def _copy_committed(model: str, repository: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _add_task(repository: Path, task: str, manifests: dict, tokenizer_json: str, settings: BuildSettings) -> dict:
+def _add_task(
+    repository: Path, task: str, checkpoint: Path, manifests: dict, tokenizer_json: str, settings: BuildSettings
+) -> dict:
     deployment = DEPLOYMENTS[task]
     onnx_dir = repository / deployment.onnx_model
     version = onnx_dir / "1"
@@ -178,13 +180,19 @@ def _add_task(repository: Path, task: str, manifests: dict, tokenizer_json: str,
         )
     common = {"batched": deployment.batched, "batching": settings.batching}
     name = deployment.onnx_model
-    write_config(
-        onnx_cpu_config(name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, **common),
-        onnx_dir,
+    model_config = MobileBertConfig.from_pretrained(checkpoint)
+    limits = {
+        "vocab_size": model_config.vocab_size,
+        "type_vocab_size": model_config.type_vocab_size,
+        "max_position_embeddings": model_config.max_position_embeddings,
+    }
+    cpu_config = onnx_cpu_config(
+        name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, limits=limits, **common
     )
+    write_config(cpu_config, onnx_dir)
     profiles = onnx_dir / "configs"
     profiles.mkdir(exist_ok=True)
-    fp32 = onnx_cpu_config(name, graphs["fp32"], (inputs, outputs), cpu=settings.cpu, **common)
+    fp32 = onnx_cpu_config(name, graphs["fp32"], (inputs, outputs), cpu=settings.cpu, limits=limits, **common)
     (profiles / "fp32.pbtxt").write_text(_text(fp32), encoding="utf-8")
     gpu = onnx_gpu_config(name, graphs[settings.gpu.graph_flavour], (inputs, outputs), gpu=settings.gpu, **common)
     (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")

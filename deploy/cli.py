@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import signal
 import sys
 import threading
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from .build import BuildError, BuildSettings, build_repository, read_build_record
 from .model_configs import BatchingSettings, CpuSettings
-from .server import ServerConfig, ServerError, TritonServer
+from .server import ADMIN_HEADER, GRPC_ADMIN_HEADER, ServerConfig, ServerError, ServerTls, TritonServer
 from .tasks import DEPLOYMENTS
 
 DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints")
@@ -50,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-config-name", help="alternative config under <model>/configs/, e.g. gpu")
     serve.add_argument("--log-file", type=Path, default=Path("artifacts/logs/tritonserver.log"))
     serve.add_argument("--ready-timeout", type=float, default=300.0)
+    serve.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=Path("artifacts/admin.key"),
+        help="where the key for model control / shared memory endpoints is read (or, if absent, written, mode 0600)",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate ...")
+    serve.add_argument("--tls-key", type=Path, help="... and this PEM private key")
+    serve.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
     return parser
 
 
@@ -117,8 +128,30 @@ def _parse_override(text: str) -> tuple[str, Path]:
     return task, Path(directory).expanduser()
 
 
+def _admin_key(path: Path) -> str:
+    """The admin key from `path`, or a new random one written there readable by the owner only."""
+    if path.is_file():
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
+
+
 def _serve(args: argparse.Namespace) -> int:
     record = read_build_record(args.repository)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("serve failed: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 1
+    try:
+        tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    except ServerError as exc:
+        print(f"serve failed: {exc}", file=sys.stderr)
+        return 1
     config = ServerConfig(
         repository=args.repository,
         grpc_port=args.grpc_port,
@@ -128,6 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
         model_config_name=args.model_config_name,
         log_file=args.log_file,
         models=record["models"] if record else None,
+        admin_key=_admin_key(args.admin_key_file),
+        tls=tls,
     )
     server = TritonServer(config)
     stop = threading.Event()
@@ -140,7 +175,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     print(
         f"Triton is READY: gRPC {server.grpc_url}, HTTP {server.http_url}, "
-        f"metrics {config.address}:{config.metrics_port}; log {server.log_file}. Ctrl-C to stop.",
+        f"metrics {config.address}:{config.metrics_port}; log {server.log_file}. Model control and shared memory "
+        f"need the key in {args.admin_key_file} as header '{GRPC_ADMIN_HEADER}' (gRPC) / '{ADMIN_HEADER}' "
+        "(HTTP). Ctrl-C to stop.",
         flush=True,
     )
     while not stop.wait(1.0):

@@ -39,6 +39,7 @@ def tokenizer_config(
     max_batch_size: int = 64,
     instances: int = 1,
     max_queue_delay_us: int = 500,
+    max_text_bytes: int = 256 * 1024,
 ) -> mc.ModelConfig:
     if not length_buckets or any(b <= 2 for b in length_buckets):
         raise ValueError(f"length buckets must be > 2 tokens each, got {length_buckets}")
@@ -54,6 +55,7 @@ def tokenizer_config(
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     config.parameters["length_buckets"].string_value = ",".join(str(b) for b in sorted(length_buckets))
     config.parameters["truncation"].string_value = truncation
+    config.parameters["max_text_bytes"].string_value = str(max_text_bytes)
     return config
 
 
@@ -146,6 +148,7 @@ def onnx_cpu_config(
     batched: bool,
     batching: BatchingSettings,
     cpu: CpuSettings,
+    limits: dict[str, int] | None = None,
 ) -> mc.ModelConfig:
     """Default profile: the Python-backend onnxruntime runner hosting `graph_file`."""
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=batching.max_batch_size if batched else 0)
@@ -155,6 +158,8 @@ def onnx_cpu_config(
         _dynamic_batching(config, batching)
     config.parameters["graph"].string_value = graph_file
     config.parameters["intra_op_threads"].string_value = str(cpu.intra_op_threads)
+    for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
+        config.parameters[key].string_value = str(value)
     return config
 
 

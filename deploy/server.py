@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +28,27 @@ class ServerError(RuntimeError):
     """The Triton server could not be started, did not become ready, or stopped unexpectedly."""
 
 
+ADMIN_HEADER = "admin-key"  # the HTTP header; Triton prefixes gRPC metadata keys:
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+RESTRICTED_GRPC = "model-repository,shared-memory,trace,logging"
+RESTRICTED_HTTP = "model-repository,shared-memory,trace,logging"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """gRPC over TLS (PEM files). With `client_ca`, clients must present a certificate it signed (mutual TLS)."""
+
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("certificate", "private_key", "client_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ServerError(f"TLS {name.replace('_', ' ')} {path} is not a file")
+
+
 @dataclass
 class ServerConfig:
     repository: Path
@@ -39,6 +61,13 @@ class ServerConfig:
     log_file: Path | None = None
     log_verbose: int = 0
     exit_timeout_s: int = 30
+    # Admin endpoints (model load/unload, repository index, shared memory, trace, logging) need the key in the
+    # header GRPC_ADMIN_HEADER (gRPC) / ADMIN_HEADER (HTTP); None generates a random key per start (see
+    # TritonServer.admin_key). Inference, health, metadata and statistics stay open.
+    admin_key: str | None = None
+    tls: ServerTls | None = None
+    # Reload models whose Python backend stub died (deploy/watchdog.py); needs explicit model control.
+    heal_stubs: bool = True
     # Models to load (explicit model control, which also allows reloading them); None loads the whole repository.
     models: list[str] | None = None
     extra_args: list[str] = field(default_factory=list)
@@ -90,6 +119,8 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="mobilebert-triton-"))
         self.log_file = config.log_file or self._workdir / "tritonserver.log"
+        self.admin_key = config.admin_key or secrets.token_urlsafe(24)
+        self.watchdog = None
 
     @property
     def grpc_url(self) -> str:
@@ -121,6 +152,16 @@ class TritonServer:
             args += [f"--load-model={m}" for m in c.models]
         if c.model_config_name:
             args.append(f"--model-config-name={c.model_config_name}")
+        args.append(f"--grpc-restricted-protocol={RESTRICTED_GRPC}:{ADMIN_HEADER}={self.admin_key}")
+        args.append(f"--http-restricted-api={RESTRICTED_HTTP}:{ADMIN_HEADER}={self.admin_key}")
+        if c.tls is not None:
+            args += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={Path(c.tls.certificate).resolve()}",
+                f"--grpc-server-key={Path(c.tls.private_key).resolve()}",
+            ]
+            if c.tls.client_ca is not None:
+                args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(c.tls.client_ca).resolve()}"]
         return args + list(c.extra_args)
 
     def start(self, timeout_s: float = 120.0) -> TritonServer:
@@ -136,6 +177,12 @@ class TritonServer:
         )
         log.close()
         self.wait_until_ready(timeout_s)
+        if self.config.heal_stubs and self.config.models is not None:
+            from .watchdog import StubWatchdog
+
+            self.watchdog = StubWatchdog(
+                self.config.repository, self.process.pid, self.http_url, ADMIN_HEADER, self.admin_key
+            ).start()
         return self
 
     def wait_until_ready(self, timeout_s: float) -> None:
@@ -170,6 +217,9 @@ class TritonServer:
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.process is None:
             return None
         if self.process.poll() is None:

@@ -23,6 +23,7 @@ import tritonclient.grpc as grpcclient
 
 from client import (
     TASKS,
+    AccessDeniedError,
     AsyncMobileBertClient,
     ConnectionOptions,
     InvalidInputError,
@@ -144,6 +145,29 @@ def test_health_and_introspection(bert, url):
     assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [("QUESTION", "BYTES"), ("CONTEXT", "BYTES")]
     assert bert.max_batch_size("fill_mask") == 64
     assert MobileBertClient(url, max_batch_size=8).max_batch_size("fill_mask") == 8
+
+
+def test_repository_index_needs_the_admin_key_but_tasks_do_not(bert, url, triton_server):
+    admin_key = getattr(triton_server, "admin_key", None)
+    if admin_key is None:  # a server whose model-repository protocol is open
+        assert {m["name"] for m in bert.repository_index()} >= set(TASKS)
+        return
+    header = "triton-grpc-protocol-admin-key"  # Triton prefixes restricted-protocol headers on gRPC
+    with pytest.raises(AccessDeniedError, match=header) as error:
+        MobileBertClient(url, retries=3).repository_index()
+    assert error.value.attempts == 1  # a refusal is not transient, though Triton reports it as UNAVAILABLE
+    assert bert.tasks() == list(TASKS)  # falls back to the open per-model readiness
+    with MobileBertClient(url, headers={header: admin_key}) as admin:
+        index = {m["name"]: m["state"] for m in admin.repository_index()}
+        assert {"tokenizer", "fill_mask_onnx", "fill_mask_post"} <= set(index) and index["fill_mask"] == "READY"
+        assert admin.tasks() == list(TASKS)  # from the index: composing models are not tasks
+    assert json.loads(cli_output(["tasks", "--url", url, "--header", f"{header}={admin_key}", "--json"])) == list(TASKS)
+
+
+def cli_output(args: list[str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def test_fill_mask(bert):
@@ -506,7 +530,8 @@ def test_tls_with_mutual_authentication(built_repository, certificates, tmp_path
 
 def test_typed_errors_name_the_problem(bert, url, spare_server):
     assert all(issubclass(e, MobileBertClientError) for e in (ServerUnavailableError, TaskNotDeployedError,
-                                                              InvalidInputError, RequestTimeoutError))  # fmt: skip
+                                                              InvalidInputError, RequestTimeoutError,
+                                                              AccessDeniedError))  # fmt: skip
     with pytest.raises(TaskNotDeployedError) as error:
         bert.infer_tensors("no_such_task", {"TEXT": np.array([["x"]], dtype=object)})
     assert "no_such_task" in str(error.value) and url in str(error.value) and error.value.status == "NOT_FOUND"
@@ -577,9 +602,7 @@ def test_cli_entry_points(url):
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert [set(c) for c in json.loads(out.stdout)] == [{"score", "token", "token_str", "sequence"}] * 3
-    out = subprocess.run([sys.executable, "-m", "client", "tasks", "--url", url, "--json"],
-                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    assert json.loads(out.stdout) == list(TASKS)
+    assert json.loads(cli_output(["tasks", "--url", url, "--json"])) == list(TASKS)
     bad = subprocess.run([sys.executable, "-m", "client", "infer", "fill-mask", "no mask", "--url", url],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 1 and "no [MASK] token" in bad.stderr

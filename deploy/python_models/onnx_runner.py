@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 
 class TritonPythonModel:
@@ -30,6 +31,13 @@ class TritonPythonModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.max_batch = int(config.get("max_batch_size", 0))
+        self.limits = {
+            "input_ids": int(params.get("vocab_size", "0")) or None,
+            "token_type_ids": int(params.get("type_vocab_size", "0")) or None,
+            "attention_mask": 2,
+        }
+        self.limits = {k: v for k, v in self.limits.items() if v}
+        self.max_length = int(params.get("max_position_embeddings", "512"))
 
     def execute(self, requests):
         feeds = []
@@ -55,6 +63,16 @@ class TritonPythonModel:
             if tensor is None:
                 raise ValueError(f"missing input {name}")
             feed[name] = tensor.as_numpy()
+        # Checked here because onnxruntime either fails with an opaque Gather error or, for negative ids, silently
+        # wraps around (ONNX Gather accepts negative indices) and answers for the wrong token.
+        for name, upper in self.limits.items():
+            values = feed.get(name)
+            if values is not None and values.size and (values.min() < 0 or values.max() >= upper):
+                bad = values[(values < 0) | (values >= upper)].reshape(-1)[0]
+                raise ValueError(f"{name} holds {bad}, outside the valid range [0, {upper})")
+        ids = feed.get("input_ids")
+        if ids is not None and ids.shape[-1] > self.max_length:
+            raise ValueError(f"sequence length {ids.shape[-1]} exceeds the model's maximum {self.max_length}")
         return feed
 
     def _run_group(self, members, responses):
@@ -102,4 +120,10 @@ def _chunks(items, size):
 
 def _error(exc):
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {message}"))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {message}", _error_code(exc)))
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    bad_input = isinstance(exc, (ValueError, InvalidArgument))  # onnxruntime's own shape/type complaints
+    return pb_utils.TritonError.INVALID_ARG if bad_input else pb_utils.TritonError.INTERNAL

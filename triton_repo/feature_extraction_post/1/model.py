@@ -32,6 +32,11 @@ class TritonPythonModel:
                 ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             except Exception as exc:  # one bad request must not take the instance down
-                error = pb_utils.TritonError(f"feature_extraction: {exc}")
+                error = pb_utils.TritonError(f"feature_extraction: {exc}", _error_code(exc))
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

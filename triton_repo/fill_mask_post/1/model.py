@@ -33,7 +33,9 @@ class TritonPythonModel:
             try:
                 responses.append(self._respond(request))
             except Exception as exc:  # one bad request must not take the instance down
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"fill_mask: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"fill_mask: {exc}", _error_code(exc)))
+                )
         return responses
 
     def _respond(self, request):
@@ -67,3 +69,8 @@ class TritonPythonModel:
             rows.append(json.dumps(per_mask).encode("utf-8"))
         result = np.array(rows, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("RESULT", result)])
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

@@ -23,5 +23,12 @@ class TritonPythonModel:
                 result = np.array(rows, dtype=np.object_).reshape(-1, 1)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("RESULT", result)]))
             except Exception as exc:  # one bad request must not take the instance down
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"next_sentence: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"next_sentence: {exc}", _error_code(exc)))
+                )
         return responses
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

@@ -38,7 +38,7 @@ class TritonPythonModel:
             try:
                 responses.append(self._respond(request))
             except Exception as exc:  # one bad request must not take the instance down
-                error = pb_utils.TritonError(f"question_answering: {exc}")
+                error = pb_utils.TritonError(f"question_answering: {exc}", _error_code(exc))
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 
@@ -77,3 +77,8 @@ class TritonPythonModel:
             rows.append(json.dumps(answers).encode())
         result = np.array(rows, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("RESULT", result)])
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

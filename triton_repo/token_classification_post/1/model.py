@@ -40,7 +40,7 @@ class TritonPythonModel:
             try:
                 responses.append(self._respond(request))
             except Exception as exc:  # one bad request must not take the instance down
-                error = pb_utils.TritonError(f"token_classification: {exc}")
+                error = pb_utils.TritonError(f"token_classification: {exc}", _error_code(exc))
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 
@@ -91,3 +91,8 @@ class TritonPythonModel:
             for e in entities
             if e["entity_group"] not in self.ignore
         ]
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

@@ -15,10 +15,12 @@ import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
 
-def _strings(tensor, name):
+def _strings(tensor, name, max_bytes):
     values = []
-    for row in tensor.as_numpy().reshape(-1):
+    for index, row in enumerate(tensor.as_numpy().reshape(-1)):
         raw = row if isinstance(row, bytes) else str(row).encode()
+        if len(raw) > max_bytes:
+            raise ValueError(f"{name} row {index} is {len(raw)} bytes; the limit is {max_bytes} (max_text_bytes)")
         try:
             values.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -38,6 +40,8 @@ class TritonPythonModel:
         self.tokenizer.no_padding()
         self.choices_mode = params.get("mode", "texts") == "choices"
         self.max_choices = int(params.get("max_choices", "32"))
+        # Bounds the work one request can cause: tokenizing is linear in the text, truncation happens after it.
+        self.max_bytes = int(params.get("max_text_bytes", str(256 * 1024)))
 
     def execute(self, requests):
         responses = []
@@ -45,13 +49,15 @@ class TritonPythonModel:
             try:
                 responses.append(self._tokenize(request))
             except Exception as exc:  # one bad request must not take the instance down
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}", _error_code(exc)))
+                )
         return responses
 
     def _tokenize(self, request):
         if self.choices_mode:
-            prompt = _strings(pb_utils.get_input_tensor_by_name(request, "PROMPT"), "PROMPT")
-            choices = _strings(pb_utils.get_input_tensor_by_name(request, "CHOICES"), "CHOICES")
+            prompt = _strings(pb_utils.get_input_tensor_by_name(request, "PROMPT"), "PROMPT", self.max_bytes)
+            choices = _strings(pb_utils.get_input_tensor_by_name(request, "CHOICES"), "CHOICES", self.max_bytes)
             if len(prompt) != 1:
                 raise ValueError(f"PROMPT must hold one text, got {len(prompt)}")
             if not choices:
@@ -60,10 +66,10 @@ class TritonPythonModel:
                 raise ValueError(f"{len(choices)} CHOICES sent; at most {self.max_choices} are accepted per prompt")
             encodings = self.tokenizer.encode_batch([(prompt[0], choice) for choice in choices])
             return self._response(encodings, leading=(1,))
-        texts = _strings(pb_utils.get_input_tensor_by_name(request, "TEXT"), "TEXT")
+        texts = _strings(pb_utils.get_input_tensor_by_name(request, "TEXT"), "TEXT", self.max_bytes)
         pair_tensor = pb_utils.get_input_tensor_by_name(request, "TEXT_PAIR")
         if pair_tensor is not None:
-            pairs = _strings(pair_tensor, "TEXT_PAIR")
+            pairs = _strings(pair_tensor, "TEXT_PAIR", self.max_bytes)
             if len(pairs) != len(texts):
                 raise ValueError(f"TEXT has {len(texts)} rows but TEXT_PAIR has {len(pairs)}")
             encodings = self.tokenizer.encode_batch(list(zip(texts, pairs, strict=True)))
@@ -85,3 +91,8 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, t.reshape(*leading, *t.shape)) for n, t in tensors.items()]
         )
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

@@ -1,0 +1,216 @@
+"""`python -m perf`: throughput perf tests of the served tasks; every command writes a results folder.
+
+  python -m perf analyzer --repository triton_repo --task fill_mask --concurrency 1,2,4,8 --batch 1,8
+  python -m perf load     --repository triton_repo --task question_answering --concurrency 1,4,16 --seconds 10
+  python -m perf compare  --repository triton_repo          # (a) HF eager, (b) ORT INT8 in-process, (c) Triton
+  python -m perf sweep    --repository triton_repo          # everything (make bench)
+
+`analyzer` and `load` start a server for the repository on free ports, or use `--url host:port` of a running one.
+Results: artifacts/perf/<time>-<command>/ (or --out): results.json, points.csv, comparison.csv, results.md, PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import environment
+from .analyzer import AnalyzerSettings, PerfAnalyzerError, run_analyzer
+from .compare import TASKS, CompareSettings, run_comparison
+from .environment import PerfAnalyzerUnavailable
+from .inputs import PROFILES, TASK_INPUTS, make_rows
+from .load import run_load_sweep
+from .report import write_report
+from .serving import RepositoryNotBuilt, build_record, onnx_runner_settings, server_for
+from .sweep import DEFAULT_ANALYZER_PLAN, QUICK_ANALYZER_PLAN, SweepSettings, run_sweep
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, tasks: tuple[str, ...], default_tasks: list[str]) -> None:
+        p.add_argument("--repository", type=Path, default=Path("triton_repo"), help="a built model repository")
+        p.add_argument("--task", action="append", choices=tasks, help=f"repeatable; default {', '.join(default_tasks)}")
+        p.add_argument("--out", type=Path, help="results folder (default artifacts/perf/<time>-<command>)")
+        p.add_argument("--no-plots", action="store_true")
+
+    analyzer = sub.add_parser("analyzer", help="perf_analyzer sweep over concurrency and batch size")
+    common(analyzer, tuple(TASK_INPUTS), list(TASKS))
+    analyzer.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
+    analyzer.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16])
+    analyzer.add_argument("--batch", type=_ints, default=[1], help="rows per request, e.g. 1,8")
+    analyzer.add_argument("--profile", choices=PROFILES, default="corpus", help="input length profile")
+    analyzer.add_argument("--interval-ms", type=int, default=4000, help="perf_analyzer measurement window")
+    analyzer.add_argument("--request-count", type=int, help="fixed-count measurement instead of stabilised windows")
+
+    load = sub.add_parser("load", help="closed-loop text load through the async client")
+    common(load, tuple(TASK_INPUTS), list(TASKS))
+    load.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
+    load.add_argument("--concurrency", type=_ints, default=[1, 4, 16])
+    load.add_argument("--seconds", type=float, default=10.0)
+    load.add_argument("--requests", type=int, help="stop after this many calls (with --seconds 0: only that)")
+    load.add_argument("--rows-per-request", type=int, default=1)
+    load.add_argument("--profile", choices=PROFILES, default="corpus")
+
+    for name, text in (
+        ("compare", "(a) transformers eager, (b) onnxruntime INT8 in-process, (c) Triton over gRPC, at ~128 tokens"),
+        ("sweep", "everything: the comparison, perf_analyzer and client sweeps, one report (make bench)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        common(p, TASKS, list(TASKS))
+        p.add_argument("--threads", type=int, default=2, help="thread budget of (a) and (b)")
+        p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+        p.add_argument("--items", type=int, default=64, help="distinct texts per task")
+        p.add_argument("--hf-batch", type=_ints, default=[1, 8], help="batch sizes tried for (a)")
+        p.add_argument("--ort-batch", type=_ints, default=[1, 8], help="batch sizes tried for (b)")
+        p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="concurrency levels tried for (c)")
+        p.add_argument("--max-load", type=float, default=1.5, help="wait until the 1-min load average is below this")
+        p.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
+        if name == "sweep":
+            p.add_argument("--quick", action="store_true", help="fewer, shorter perf_analyzer/client points")
+            p.add_argument("--interval-ms", type=int, default=4000)
+    return parser
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return args.out or Path("artifacts/perf") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.command}"
+
+
+@contextlib.contextmanager
+def _server_url(args: argparse.Namespace, tasks: list[str], out: Path) -> Iterator[str]:
+    if args.url:
+        yield args.url
+        return
+    with server_for(args.repository, tasks, log_file=out / "tritonserver.log") as server:
+        yield server.grpc_url
+
+
+def _meta(args: argparse.Namespace, argv: list[str], tasks: list[str]) -> dict:
+    meta = {
+        "title": f"python -m perf {args.command}",
+        "command": "python -m perf " + shlex.join(argv),
+        "machine": environment.machine(),
+        "versions": environment.versions(),
+        "tasks": tasks,
+    }
+    try:
+        meta["perf_analyzer"] = environment.check_perf_analyzer()
+    except PerfAnalyzerUnavailable as exc:
+        meta["perf_analyzer"] = f"unavailable: {exc}"
+    if not getattr(args, "url", None):
+        record = build_record(args.repository)
+        meta["repository"] = {
+            "path": str(args.repository),
+            "built_at": record.get("built_at"),
+            "runner": {t: onnx_runner_settings(args.repository, t) for t in tasks},
+        }
+    return meta
+
+
+def _tokenizer(args: argparse.Namespace, task: str):
+    from model_def import MobileBertTokenizer
+
+    record = build_record(args.repository)
+    return MobileBertTokenizer.from_pretrained(record["checkpoints"][task])
+
+
+def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSettings:
+    return CompareSettings(
+        repository=args.repository,
+        tasks=tasks,
+        threads=args.threads,
+        items=args.items,
+        seconds=args.seconds,
+        hf_batches=args.hf_batch,
+        ort_batches=args.ort_batch,
+        concurrency=args.concurrency,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    tasks = args.task or list(TASKS)
+    out = _out(args)
+    try:
+        meta = _meta(args, argv, tasks)
+        out.mkdir(parents=True, exist_ok=True)
+        results: dict = {"meta": meta}
+        if args.command in ("analyzer", "load"):
+            with _server_url(args, tasks, out) as url:
+                for task in tasks:
+                    tokenizer = _tokenizer(args, task) if args.profile == "seq128" else None
+                    rows = make_rows(task, args.profile, tokenizer)
+                    if args.command == "analyzer":
+                        settings = AnalyzerSettings(
+                            task=task,
+                            url=url,
+                            concurrency=args.concurrency,
+                            batch_sizes=args.batch,
+                            measurement_interval_ms=args.interval_ms,
+                            request_count=args.request_count,
+                            profile=args.profile,
+                        )
+                        results.setdefault("analyzer", []).extend(run_analyzer(settings, rows, out / "perf_analyzer"))
+                    else:
+                        results.setdefault("load", []).extend(
+                            run_load_sweep(
+                                task,
+                                url,
+                                rows,
+                                args.concurrency,
+                                seconds=args.seconds or None,
+                                requests=args.requests,
+                                rows_per_request=args.rows_per_request,
+                                profile=args.profile,
+                            )
+                        )
+        elif args.command == "compare":
+            meta["load_average_start"] = environment.wait_for_quiet_machine(args.max_load, args.wait)
+            results["comparison"] = run_comparison(_compare_settings(args, tasks), server_log=out / "tritonserver.log")
+        else:
+            settings = SweepSettings(
+                compare=_compare_settings(args, tasks),
+                analyzer_plan=QUICK_ANALYZER_PLAN if args.quick else DEFAULT_ANALYZER_PLAN,
+                interval_ms=args.interval_ms,
+                load_seconds=4.0 if args.quick else 8.0,
+                max_load=args.max_load,
+                wait_s=args.wait,
+            )
+            results.update(run_sweep(settings, out))
+        meta["load_average_after"] = environment.load_average()
+        files = write_report(out, results, plots=not args.no_plots)
+    except (RepositoryNotBuilt, PerfAnalyzerUnavailable, PerfAnalyzerError, ValueError) as exc:
+        print(f"perf {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(files["markdown"].read_text(encoding="utf-8"))
+    print(f"results in {out}/: " + ", ".join(sorted(p.name for p in files.values())))
+    failed = sum(p.get("failed", 0) for key in ("analyzer", "load") for p in results.get(key, []))
+    failed += sum(t["c"]["failed"] for t in (results.get("comparison") or {}).get("tasks", {}).values())
+    if failed:
+        print(f"FAILED REQUESTS: {failed}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The two in-process candidates of the comparison, text in and results out, like the served ensembles.
+
+(a) `HfEager`: what a user would pick instead - Hugging Face transformers on PyTorch eager FP32.
+    fill_mask: `transformers.pipeline("fill-mask")` (top 5 per mask, each with its decoded sequence).
+    question_answering: transformers 5 removed the question-answering pipeline, so this is
+    `MobileBertForQuestionAnswering` + the fast tokenizer + the pipeline's span decoding (softmax over the context
+    tokens and [CLS], best p_start * p_end with end >= start and at most 15 tokens; character offsets), as
+    tests/test_triton_repository.py's reference does. Best answer only (the pipeline's default top_k=1).
+(b) `OrtInt8`: the ceiling for serving - onnxruntime in-process on the INT8-dynamic graph the server runs, our
+    tokenizer (MobileBertTokenizer, padding to the longest row of each batch) and the same decoding as the
+    server's post-processing models (fill_mask: top 5 per mask with decoded sequences; QA: best span).
+
+Both take a batch of rows (perf.inputs) and return one result per row. `measure` runs a candidate over the rows in
+batches until `seconds` have passed and reports sequences/s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inputs import Row
+
+TOP_K = 5  # fill-mask candidates per mask (the HF pipeline's default; the client's fill_mask default)
+MAX_ANSWER_LEN = 15  # tokens, the HF pipeline's default and the server's setting
+
+
+def _masked_softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    shifted = np.where(allowed, logits, -np.inf)
+    shifted = np.exp(shifted - shifted.max())
+    return shifted / shifted.sum()
+
+
+def best_span(
+    start_logits: np.ndarray, end_logits: np.ndarray, context: np.ndarray, offsets: np.ndarray, text: str
+) -> dict:
+    """The HF question-answering pipeline's best span for one row (context: bool mask of context tokens)."""
+    if not context.any():
+        return {"answer": "", "score": 0.0, "start": 0, "end": 0}
+    normalised = context.copy()
+    normalised[0] = True  # [CLS] takes part in the softmax, never in an answer
+    p_start = _masked_softmax(start_logits.astype(np.float64), normalised)
+    p_end = _masked_softmax(end_logits.astype(np.float64), normalised)
+    p_start[0] = p_end[0] = 0.0
+    p_start[~context] = 0.0
+    p_end[~context] = 0.0
+    scores = np.tril(np.triu(np.outer(p_start, p_end)), MAX_ANSWER_LEN - 1)
+    s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    begin, finish = int(offsets[s][0]), int(offsets[e][1])
+    return {"answer": text[begin:finish], "score": float(scores[s, e]), "start": begin, "end": finish}
+
+
+class HfEager:
+    """(a) transformers on PyTorch eager FP32, `threads` intra-op threads."""
+
+    name = "transformers eager FP32"
+
+    def __init__(self, task: str, checkpoint: Path, threads: int) -> None:
+        import torch
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        torch.set_num_threads(threads)
+        self.task = task
+        self.torch = torch
+        checkpoint = str(checkpoint)
+        if task == "fill_mask":
+            self.pipe = transformers.pipeline("fill-mask", model=checkpoint, tokenizer=checkpoint, device="cpu")
+            self.how = "transformers.pipeline('fill-mask'), top_k=5"
+        elif task == "question_answering":
+            self.model = transformers.MobileBertForQuestionAnswering.from_pretrained(checkpoint).eval()
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+            self.how = (
+                "MobileBertForQuestionAnswering + AutoTokenizer + the QA pipeline's span decoding "
+                "(transformers 5 has no question-answering pipeline)"
+            )
+        else:
+            raise ValueError(f"no transformers baseline for task {task!r}")
+
+    def __call__(self, rows: list[Row]) -> list[Any]:
+        if self.task == "fill_mask":
+            out = self.pipe([r["TEXT"] for r in rows], batch_size=len(rows), top_k=TOP_K)
+            return out if len(rows) > 1 else [out]
+        questions, contexts = [r["QUESTION"] for r in rows], [r["CONTEXT"] for r in rows]
+        enc = self.tokenizer(
+            questions,
+            contexts,
+            padding=True,
+            truncation="only_second",
+            max_length=384,  # the pipeline's max_seq_len
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = enc.pop("offset_mapping").numpy()
+        with self.torch.inference_mode():
+            out = self.model(**enc)
+        starts, ends = out.start_logits.numpy(), out.end_logits.numpy()
+        results = []
+        for i, context in enumerate(contexts):
+            is_context = np.array([s == 1 for s in enc.sequence_ids(i)])
+            results.append(best_span(starts[i], ends[i], is_context, offsets[i], context))
+        return results
+
+
+class OrtInt8:
+    """(b) onnxruntime in-process on the served INT8 graph, our tokenizer, the server's decoding."""
+
+    name = "onnxruntime INT8 in-process"
+
+    def __init__(self, task: str, graph: Path, checkpoint: Path, threads: int) -> None:
+        from export.pipeline import session
+        from model_def import MobileBertTokenizer
+
+        if task not in ("fill_mask", "question_answering"):
+            raise ValueError(f"no in-process onnxruntime baseline for task {task!r}")
+        self.task = task
+        self.session = session(Path(graph), threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = MobileBertTokenizer.from_pretrained(checkpoint)
+        self.decoder = self.tokenizer.backend  # tokenizers.Tokenizer, as the post-processing model uses
+        self.how = f"{Path(graph).name}, MobileBertTokenizer (dynamic padding per batch), server decoding"
+
+    def __call__(self, rows: list[Row]) -> list[Any]:
+        if self.task == "fill_mask":
+            enc = self.tokenizer([r["TEXT"] for r in rows], padding=True, return_tensors="np")
+            positions, valid, top_ids, top_probs = self.session.run(
+                None, {n: enc[n].astype(np.int64) for n in self.input_names}
+            )
+            return [self._fill_mask_row(enc, r, positions, valid, top_ids, top_probs) for r in range(len(rows))]
+        contexts = [r["CONTEXT"] for r in rows]
+        enc = self.tokenizer(
+            [r["QUESTION"] for r in rows],
+            contexts,
+            padding=True,
+            truncation="only_second",
+            max_length=512,
+            return_offsets_mapping=True,
+            return_tensors="np",
+        )
+        starts, ends = self.session.run(None, {n: enc[n].astype(np.int64) for n in self.input_names})
+        offsets, types, mask = enc["offset_mapping"], enc["token_type_ids"], enc["attention_mask"]
+        results = []
+        for i, context in enumerate(contexts):
+            is_context = (types[i] == 1) & (mask[i] == 1) & (offsets[i, :, 1] > offsets[i, :, 0])
+            results.append(best_span(starts[i], ends[i], is_context, offsets[i], context))
+        return results
+
+    def _fill_mask_row(self, enc, r, positions, valid, top_ids, top_probs) -> list[dict]:
+        tokens = enc["input_ids"][r][enc["attention_mask"][r] > 0]
+        per_mask = []
+        for m in np.flatnonzero(valid[r]):
+            candidates = []
+            for token_id, prob in zip(top_ids[r, m, :TOP_K].tolist(), top_probs[r, m, :TOP_K].tolist(), strict=True):
+                filled = tokens.copy()
+                filled[int(positions[r, m])] = token_id
+                candidates.append(
+                    {
+                        "score": float(prob),
+                        "token": int(token_id),
+                        "token_str": self.decoder.decode([token_id]),
+                        "sequence": self.decoder.decode(filled.tolist(), skip_special_tokens=True),
+                    }
+                )
+            per_mask.append(candidates)
+        return per_mask[0] if len(per_mask) == 1 else per_mask
+
+
+def measure(candidate, rows: list[Row], batch: int, seconds: float, min_batches: int = 2) -> dict:
+    """sequences/s of `candidate` over `rows` in batches of `batch` (cycled), after one warm-up batch."""
+    batches = [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)] or [rows]
+    candidate(batches[0])  # warm-up (lazy initialisation, allocator)
+    times: list[float] = []
+    done = 0
+    started = time.perf_counter()
+    i = 0
+    while time.perf_counter() - started < seconds or len(times) < min_batches:
+        chunk = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        results = candidate(chunk)
+        times.append(time.perf_counter() - t0)
+        if len(results) != len(chunk):
+            raise RuntimeError(f"{candidate.name}: {len(results)} results for {len(chunk)} rows")
+        done += len(chunk)
+        i += 1
+    elapsed = time.perf_counter() - started
+    return {
+        "batch": batch,
+        "sequences": done,
+        "duration_s": round(elapsed, 3),
+        "seq_per_s": round(done / elapsed, 3),
+        "batch_ms_median": round(statistics.median(times) * 1e3, 3),
+        "failed": 0,
+    }

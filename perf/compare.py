@@ -1,0 +1,185 @@
+"""The comparison: (a) transformers eager FP32, (b) onnxruntime INT8 in-process, (c) our Triton ensembles over gRPC.
+
+Equal work per item: the same ~128-token texts (perf.inputs' seq128 profile, 100..128 tokens with special tokens),
+text in and decoded results out for every candidate, the same thread budget (`threads`: torch's intra-op threads
+for (a), onnxruntime's for (b), the server's ONNX runner as built for (c)), one after the other on the same machine,
+never concurrently. The server runs only during (c) (it is started after (a) and (b), and stopped before anything
+else runs), unless a running server's URL is given (smoke tests), which the results then say.
+
+(a) and (b) are measured at each batch size in `hf_batches` / `ort_batches` and the best is kept; (c) is the async
+client's closed-loop load at each concurrency in `concurrency` (one text per call) and the best is kept. Ratios:
+b/a, c/a, c/b of sequences/s.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import environment
+from .baselines import HfEager, OrtInt8, measure
+from .inputs import seq128_rows, token_lengths
+from .load import LoadSettings, run_load
+from .serving import build_record, onnx_runner_settings, server_for
+
+TASKS = ("fill_mask", "question_answering")
+
+
+@dataclass
+class CompareSettings:
+    repository: Path
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    threads: int = 2
+    items: int = 64  # distinct texts per task
+    min_tokens: int = 100
+    max_tokens: int = 128
+    seconds: float = 10.0  # per measurement
+    hf_batches: list[int] = field(default_factory=lambda: [1, 8])
+    ort_batches: list[int] = field(default_factory=lambda: [1, 8])
+    concurrency: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    rows_per_request: int = 1
+    server_url: str | None = None  # a running server to use for (c) instead of starting one
+
+    def __post_init__(self) -> None:
+        self.repository = Path(self.repository)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"compare: no comparison for {unknown}; tasks: {', '.join(TASKS)}")
+
+
+def prepare(settings: CompareSettings) -> dict[str, dict]:
+    """Per task: the checkpoint and graph the repository was built from, and the ~128-token rows."""
+    from model_def import MobileBertTokenizer
+
+    record = build_record(settings.repository)
+    plan = {}
+    for task in settings.tasks:
+        if task not in record.get("tasks", []):
+            raise ValueError(f"{settings.repository} was built without {task}")
+        checkpoint = Path(record["checkpoints"][task])
+        tokenizer = MobileBertTokenizer.from_pretrained(checkpoint)
+        rows = seq128_rows(task, tokenizer, settings.items, settings.min_tokens, settings.max_tokens)
+        lengths = token_lengths(rows, tokenizer)
+        plan[task] = {
+            "checkpoint": checkpoint,
+            "runner": onnx_runner_settings(settings.repository, task),
+            "rows": rows,
+            "tokens": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
+        }
+    return plan
+
+
+def _best(runs: list[dict]) -> dict:
+    return max(runs, key=lambda r: r["seq_per_s"])
+
+
+def run_in_process(settings: CompareSettings, plan: dict[str, dict], log=print) -> dict[str, dict]:
+    """(a) and (b) for every task, best batch of each; models are freed before the next candidate loads."""
+    out: dict[str, dict] = {}
+    for task, p in plan.items():
+        out[task] = {}
+        for key, make, batches in (
+            ("a", lambda p=p, task=task: HfEager(task, p["checkpoint"], settings.threads), settings.hf_batches),
+            (
+                "b",
+                lambda p=p, task=task: OrtInt8(
+                    task, Path(p["runner"]["graph_path"]), p["checkpoint"], settings.threads
+                ),
+                settings.ort_batches,
+            ),
+        ):
+            candidate = make()
+            runs = []
+            for batch in batches:
+                load = environment.load_average()
+                run = measure(candidate, p["rows"], batch, settings.seconds)
+                run["load_average_before"] = load
+                runs.append(run)
+                log(f"({key}) {candidate.name:28s} {task:20s} batch {batch:<3d} {run['seq_per_s']:8.2f} seq/s")
+            out[task][key] = {"candidate": candidate.name, "how": candidate.how, "best": _best(runs), "runs": runs}
+            del candidate
+            gc.collect()
+    return out
+
+
+def run_triton(settings: CompareSettings, plan: dict[str, dict], url: str, log=print) -> dict[str, dict]:
+    """(c) for every task: the async client's closed loop at each concurrency, best kept."""
+    out: dict[str, dict] = {}
+    for task, p in plan.items():
+        runs = []
+        for concurrency in settings.concurrency:
+            load = environment.load_average()
+            run = run_load(
+                LoadSettings(
+                    task=task,
+                    url=url,
+                    concurrency=concurrency,
+                    seconds=settings.seconds,
+                    rows_per_request=settings.rows_per_request,
+                    warmup_s=min(2.0, settings.seconds),
+                    profile="seq128",
+                ),
+                p["rows"],
+            )
+            run["load_average_before"] = load
+            runs.append(run)
+            log(
+                f"(c) Triton gRPC end to end      {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} seq/s "
+                f"p50 {run['p50_ms'] or 0:.1f} p99 {run['p99_ms'] or 0:.1f} ms failed {run['failed']}"
+            )
+        best = _best(runs)
+        out[task] = {
+            "candidate": "Triton ensemble over gRPC",
+            "how": (
+                f"AsyncMobileBertClient, {settings.rows_per_request} text per call, closed loop; server: "
+                f"{p['runner']['graph']}, {p['runner']['intra_op_threads']} ORT threads x "
+                f"{p['runner']['instances']} instance(s), dynamic batching preferred "
+                f"{p['runner']['preferred_batch_sizes']}, queue delay {p['runner']['max_queue_delay_us']} us"
+            ),
+            "best": best,
+            "runs": runs,
+            "failed": sum(r["failed"] for r in runs),
+        }
+    return out
+
+
+def combine(settings: CompareSettings, plan: dict, in_process: dict, triton: dict) -> dict:
+    tasks = {}
+    for task in plan:
+        a, b, c = in_process[task]["a"], in_process[task]["b"], triton[task]
+        ra, rb, rc = a["best"]["seq_per_s"], b["best"]["seq_per_s"], c["best"]["seq_per_s"]
+        tasks[task] = {
+            "tokens": plan[task]["tokens"],
+            "items": len(plan[task]["rows"]),
+            "a": a,
+            "b": b,
+            "c": c,
+            "ratios": {
+                "b/a": round(rb / ra, 3) if ra else None,
+                "c/a": round(rc / ra, 3) if ra else None,
+                "c/b": round(rc / rb, 3) if rb else None,
+            },
+        }
+    return {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "server_during_in_process": settings.server_url is not None,
+        "tasks": tasks,
+    }
+
+
+def run_comparison(settings: CompareSettings, log=print, server_log: Path | None = None) -> dict:
+    """(a), (b), then (c) with its own server (or settings.server_url); returns the comparison section."""
+    plan = prepare(settings)
+    started = time.time()
+    in_process = run_in_process(settings, plan, log)
+    if settings.server_url:
+        triton = run_triton(settings, plan, settings.server_url, log)
+    else:
+        with server_for(settings.repository, list(plan), log_file=server_log) as server:
+            triton = run_triton(settings, plan, server.grpc_url, log)
+    result = combine(settings, plan, in_process, triton)
+    result["wall_s"] = round(time.time() - started, 1)
+    return result

@@ -1,0 +1,216 @@
+"""One results folder: results.json (everything), points.csv, comparison.csv, results.md and the PNG plots.
+
+`results` is a dict with `meta` (command, machine, versions, settings) and any of the sections `analyzer`
+(perf_analyzer points), `load` (async client points) and `comparison` (perf.compare). Each point carries its
+server breakdown per model; the CSV flattens it by role (tokenizer, onnx, post, ensemble) so every task shares
+the same columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .stats import STAGES
+
+POINT_COLUMNS = (
+    "tool",
+    "task",
+    "profile",
+    "concurrency",
+    "batch",
+    "seq_per_s",
+    "requests_per_s",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "failed",
+)
+ROLES = ("tokenizer", "onnx", "post", "ensemble")
+BREAKDOWN_FIELDS = ("avg_batch", *(f"{s}_ms" for s in STAGES))
+COMPARISON_COLUMNS = (
+    "task",
+    "candidate",
+    "how",
+    "setting",
+    "seq_per_s",
+    "tokens_min",
+    "tokens_median",
+    "tokens_max",
+    "ratio_b_over_a",
+    "ratio_c_over_a",
+    "ratio_c_over_b",
+)
+
+
+def role(model: str, task: str) -> str:
+    if model == task:
+        return "ensemble"
+    if model.endswith("_onnx"):
+        return "onnx"
+    if model.endswith("_post"):
+        return "post"
+    return "tokenizer"
+
+
+def point_row(point: dict) -> dict:
+    row = {c: point.get(c) for c in POINT_COLUMNS}
+    for model, figures in (point.get("server") or {}).items():
+        r = role(model, point["task"])
+        for f in BREAKDOWN_FIELDS:
+            row[f"{r}_{f}"] = figures.get(f)
+    return row
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
+def comparison_rows(comparison: dict) -> list[dict]:
+    rows = []
+    for task, t in comparison["tasks"].items():
+        for key in ("a", "b", "c"):
+            best = t[key]["best"]
+            setting = f"concurrency {best['concurrency']}" if key == "c" else f"batch {best['batch']}"
+            rows.append(
+                {
+                    "task": task,
+                    "candidate": f"({key}) {t[key]['candidate']}",
+                    "how": t[key]["how"],
+                    "setting": setting,
+                    "seq_per_s": best["seq_per_s"],
+                    "tokens_min": t["tokens"]["min"],
+                    "tokens_median": t["tokens"]["median"],
+                    "tokens_max": t["tokens"]["max"],
+                    "ratio_b_over_a": t["ratios"]["b/a"],
+                    "ratio_c_over_a": t["ratios"]["c/a"],
+                    "ratio_c_over_b": t["ratios"]["c/b"],
+                }
+            )
+    return rows
+
+
+def all_points(results: dict) -> list[dict]:
+    points = list(results.get("analyzer", [])) + list(results.get("load", []))
+    for t in (results.get("comparison") or {}).get("tasks", {}).values():
+        points += t["c"]["runs"]
+    return points
+
+
+def _f(value: object, digits: int = 1) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(results: dict) -> str:
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    versions = meta.get("versions", {})
+    lines = [f"# Throughput: {meta.get('title', 'perf results')}", ""]
+    lines += ["```bash", meta.get("command", "python -m perf"), "```", ""]
+    lines.append(
+        f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores, flags {', '.join(machine.get('cpu_flags', []))}"
+        f"), load average before {machine.get('load_average')}, after {meta.get('load_average_after')}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + "."
+    )
+    lines.append("")
+    comparison = results.get("comparison")
+    if comparison:
+        s = comparison["settings"]
+        lines += [
+            f"## Comparison at sequence length ~128 ({s['threads']} threads each, one candidate at a time)",
+            "",
+            "| task | candidate | best setting | seq/s | b/a | c/a | c/b |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for row in comparison_rows(comparison):
+            key = row["candidate"][1]
+            ratio = {"a": ("", "", ""), "b": (_f(row["ratio_b_over_a"], 2), "", "")}.get(
+                key, ("", _f(row["ratio_c_over_a"], 2), _f(row["ratio_c_over_b"], 2))
+            )
+            lines.append(
+                f"| {row['task']} | {row['candidate']} | {row['setting']} | {_f(row['seq_per_s'])} | "
+                + " | ".join(f"**{r}**" if r else "" for r in ratio)
+                + " |"
+            )
+        lines.append("")
+        for task, t in comparison["tasks"].items():
+            lines.append(
+                f"- {task}: {t['items']} texts of {t['tokens']['min']}..{t['tokens']['max']} tokens "
+                f"(median {t['tokens']['median']}); failed requests in (c): {t['c']['failed']}."
+            )
+            for key in ("a", "b", "c"):
+                tried = ", ".join(
+                    f"{'c' if key == 'c' else 'b'}{r['concurrency'] if key == 'c' else r['batch']}: "
+                    f"{_f(r['seq_per_s'])}"
+                    for r in t[key]["runs"]
+                )
+                lines.append(f"  - ({key}) {t[key]['how']}; seq/s per setting: {tried}")
+        if comparison.get("server_during_in_process"):
+            lines.append("- Note: a server was running (idle) while (a) and (b) were measured.")
+        lines.append("")
+    for title, key in (("perf_analyzer", "analyzer"), ("Async client (text in, results out)", "load")):
+        points = results.get(key) or []
+        if not points:
+            continue
+        lines += [
+            f"## {title}",
+            "",
+            "| task | profile | conc. | batch | seq/s | p50 ms | p90 ms | p99 ms | failed "
+            "| tokenizer ms | onnx queue ms | onnx infer ms | onnx rows/exec | post ms |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for p in points:
+            r = point_row(p)
+            tokenizer = _sum(r, "tokenizer")
+            post = _sum(r, "post")
+            lines.append(
+                f"| {p['task']} | {p.get('profile', '')} | {p['concurrency']} | {p['batch']} | {_f(p['seq_per_s'])} | "
+                f"{_f(p['p50_ms'])} | {_f(p['p90_ms'])} | {_f(p['p99_ms'])} | {p['failed']} | {_f(tokenizer)} | "
+                f"{_f(r.get('onnx_queue_ms'))} | {_f(r.get('onnx_compute_infer_ms'))} | "
+                f"{_f(r.get('onnx_avg_batch'), 2)} | {_f(post)} |"
+            )
+        lines.append("")
+    lines += [
+        "Server columns come from Triton's statistics diffed around each point: per request, ms spent in the",
+        "tokenizer (queue + compute), queued before the ONNX model, in its execute (the whole batch it ran in),",
+        "its rows per execute call (dynamic batching), and in the post-processing (queue + compute).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _sum(row: dict, prefix: str) -> float | None:
+    values = [row.get(f"{prefix}_{s}_ms") for s in STAGES]
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
+
+
+def write_report(out: Path, results: dict, plots: bool = True) -> dict[str, Path]:
+    """Write every file of the results folder; returns {kind: path}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "results.json", "points_csv": out / "points.csv", "markdown": out / "results.md"}
+    files["json"].write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    points = all_points(results)
+    columns = list(POINT_COLUMNS) + [f"{r}_{f}" for r in ROLES for f in BREAKDOWN_FIELDS]
+    _write_csv(files["points_csv"], columns, [point_row(p) for p in points])
+    if results.get("comparison"):
+        files["comparison_csv"] = out / "comparison.csv"
+        _write_csv(files["comparison_csv"], list(COMPARISON_COLUMNS), comparison_rows(results["comparison"]))
+    files["markdown"].write_text(markdown(results), encoding="utf-8")
+    if plots and points:
+        from .plots import plot_all
+
+        files.update(plot_all(out, points))
+    return files

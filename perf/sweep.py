@@ -1,0 +1,94 @@
+"""The full perf run (`python -m perf sweep`, what `make bench` calls): nothing is built here.
+
+1. (a) transformers eager and (b) onnxruntime INT8 in-process on ~128-token texts, no server running;
+2. the server (only the measured tasks' models, free ports), then (c) the async client on the same texts, perf_analyzer
+   sweeps over realistic corpus text (and the ~128-token texts), the async client over corpus text;
+3. the report: results.json, points.csv, comparison.csv, results.md, PNG plots.
+Before each phase it waits (up to `wait_s`) for the 1-minute load average to drop to `max_load`, and records it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import environment
+from .analyzer import AnalyzerSettings, run_analyzer
+from .compare import CompareSettings, combine, prepare, run_in_process, run_triton
+from .inputs import corpus_rows
+from .load import run_load_sweep
+from .serving import server_for
+
+# (length profile, rows per request, concurrency levels) of the perf_analyzer sweep
+DEFAULT_ANALYZER_PLAN: tuple[tuple[str, int, tuple[int, ...]], ...] = (
+    ("corpus", 1, (1, 2, 4, 8, 16)),
+    ("corpus", 8, (1, 2, 4)),
+    ("seq128", 1, (1, 4, 8, 16)),
+)
+QUICK_ANALYZER_PLAN: tuple[tuple[str, int, tuple[int, ...]], ...] = (("corpus", 1, (1, 4)), ("seq128", 1, (8,)))
+
+
+@dataclass
+class SweepSettings:
+    compare: CompareSettings
+    analyzer_plan: tuple = DEFAULT_ANALYZER_PLAN
+    interval_ms: int = 4000
+    load_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    load_seconds: float = 8.0
+    max_load: float = 1.5
+    wait_s: float = 600.0
+
+
+def quiet(settings: SweepSettings, phase: str, log) -> list[float]:
+    load = environment.wait_for_quiet_machine(settings.max_load, settings.wait_s, log=log)
+    if load and load[0] > settings.max_load:
+        log(f"warning: starting {phase} at load average {load[0]:.2f} (> {settings.max_load}); figures may be low")
+    return load
+
+
+def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
+    c = settings.compare
+    plan = prepare(c)  # fails early, with the build command, when the repository is not built
+    started = time.time()
+    loads = {"in_process": quiet(settings, "(a)/(b)", log)}
+    in_process = run_in_process(c, plan, log)
+    loads["server"] = quiet(settings, "the server runs", log)
+    analyzer_points: list[dict] = []
+    load_points: list[dict] = []
+    with server_for(c.repository, list(plan), log_file=Path(out) / "tritonserver.log") as server:
+        url = server.grpc_url
+        triton = run_triton(c, plan, url, log)
+        for task, p in plan.items():
+            for profile, batch, levels in settings.analyzer_plan:
+                rows = corpus_rows(task) if profile == "corpus" else p["rows"]
+                analyzer = AnalyzerSettings(
+                    task=task,
+                    url=url,
+                    concurrency=list(levels),
+                    batch_sizes=[batch],
+                    measurement_interval_ms=settings.interval_ms,
+                    profile=profile,
+                )
+                analyzer_points += run_analyzer(analyzer, rows, Path(out) / "perf_analyzer", log=log)
+            load_points += run_load_sweep(
+                task,
+                url,
+                corpus_rows(task),
+                settings.load_concurrency,
+                log=log,
+                seconds=settings.load_seconds,
+                profile="corpus",
+            )
+    comparison = combine(c, plan, in_process, triton)
+    comparison["load_average_before"] = loads
+    return {
+        "comparison": comparison,
+        "analyzer": analyzer_points,
+        "load": load_points,
+        "sweep": {
+            "analyzer_plan": [list(x) for x in settings.analyzer_plan],
+            **{k: v for k, v in asdict(settings).items() if k not in ("compare", "analyzer_plan")},
+        },
+        "wall_s": round(time.time() - started, 1),
+    }

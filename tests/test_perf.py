@@ -1,0 +1,221 @@
+"""Perf smoke (a few seconds per task): perf_analyzer and the async client's text load against the real server of the
+small repository, a miniature comparison, and the report they produce. Zero failed requests everywhere.
+
+The full-size sweep (`python -m perf sweep`, `make bench`) is not part of the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from perf import environment
+from perf.__main__ import main as perf_main
+from perf.analyzer import AnalyzerSettings, run_analyzer
+from perf.compare import CompareSettings, combine, prepare, run_in_process, run_triton
+from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
+from perf.load import LoadSettings, run_load
+from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
+
+TASKS = ("fill_mask", "question_answering")
+MODELS = {
+    "fill_mask": ("tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"),
+    "question_answering": ("tokenizer", "question_answering_onnx", "question_answering_post", "question_answering"),
+}
+
+
+@pytest.fixture(scope="module")
+def perf_analyzer_ready() -> str:
+    try:
+        return environment.check_perf_analyzer()
+    except environment.PerfAnalyzerUnavailable as exc:
+        if "libcudart" in str(exc):
+            pytest.skip(f"perf_analyzer cannot start: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def analyzer_points(triton_server, perf_analyzer_ready, tmp_path_factory) -> list[dict]:
+    workdir = tmp_path_factory.mktemp("perf-analyzer")
+    points = []
+    for task in TASKS:
+        settings = AnalyzerSettings(
+            task=task,
+            url=triton_server.grpc_url,
+            concurrency=[2],
+            batch_sizes=[1, 4],
+            request_count=20,  # short windows of 20 requests each
+            stability_percent=100,
+            max_trials=3,
+        )
+        points += run_analyzer(settings, corpus_rows(task)[:40], workdir, log=lambda _: None)
+    return points
+
+
+@pytest.fixture(scope="module")
+def load_points(triton_server) -> list[dict]:
+    return [
+        run_load(
+            LoadSettings(task=task, url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
+            corpus_rows(task),
+        )
+        for task in TASKS
+    ]
+
+
+@pytest.fixture(scope="module")
+def comparison(built_repository, triton_server) -> dict:
+    repository, _ = built_repository
+    settings = CompareSettings(
+        repository=repository,
+        items=8,
+        seconds=0.5,
+        hf_batches=[4],
+        ort_batches=[4],
+        concurrency=[4],
+        server_url=triton_server.grpc_url,
+    )
+    plan = prepare(settings)
+    in_process = run_in_process(settings, plan, log=lambda _: None)
+    return combine(settings, plan, in_process, run_triton(settings, plan, triton_server.grpc_url, log=lambda _: None))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, analyzer_points, load_points, comparison):
+    out = tmp_path_factory.mktemp("perf-report")
+    results = {
+        "meta": {
+            "title": "smoke",
+            "command": "pytest tests/test_perf.py",
+            "machine": environment.machine(),
+            "versions": environment.versions(),
+        },
+        "analyzer": analyzer_points,
+        "load": load_points,
+        "comparison": comparison,
+    }
+    return results, write_report(out, results)
+
+
+def _check_breakdown(point: dict, expected_requests: int | None = None) -> None:
+    assert set(point["server"]) == set(MODELS[point["task"]])
+    for model, figures in point["server"].items():
+        assert figures["failed"] == 0, model
+        assert figures["requests"] > 0, model
+        if expected_requests is not None:
+            assert figures["requests"] == expected_requests, model
+        for stage in ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms"):
+            assert figures[stage] is not None and figures[stage] >= 0, (model, stage)
+    onnx = point["server"][MODELS[point["task"]][1]]
+    assert onnx["compute_infer_ms"] > 0 and onnx["avg_batch"] >= 1
+
+
+def test_seq128_rows_are_100_to_128_tokens_distinct_and_masked(demo_small):
+    from model_def import MobileBertTokenizer
+
+    tokenizer = MobileBertTokenizer.from_pretrained(demo_small / "pretraining")
+    for task in TASKS:
+        rows = seq128_rows(task, tokenizer, count=16)
+        assert len({json.dumps(r, sort_keys=True) for r in rows}) == 16
+        assert all(100 <= n <= 128 for n in token_lengths(rows, tokenizer))
+    assert all(r["TEXT"].count(MASK) == 1 for r in seq128_rows("fill_mask", tokenizer, count=16))
+    assert all(r["TEXT"].count(MASK) == 1 for r in corpus_rows("fill_mask"))
+
+
+def test_corpus_rows_have_a_realistic_length_spread(demo_small, tmp_path):
+    from model_def import MobileBertTokenizer
+
+    tokenizer = MobileBertTokenizer.from_pretrained(demo_small / "pretraining")
+    lengths = token_lengths(corpus_rows("fill_mask"), tokenizer)
+    assert len(set(lengths)) > 30 and min(lengths) < 16 and max(lengths) > 64
+    path = write_analyzer_data(corpus_rows("question_answering")[:3], tmp_path / "data.json")
+    data = json.loads(path.read_text())["data"]
+    assert len(data) == 3 and set(data[0]) == {"QUESTION", "CONTEXT"} and isinstance(data[0]["CONTEXT"], list)
+
+
+def test_perf_analyzer_measures_every_point_with_the_server_breakdown(analyzer_points):
+    assert [(p["task"], p["batch"]) for p in analyzer_points] == [(t, b) for t in TASKS for b in (1, 4)]
+    for p in analyzer_points:
+        assert p["failed"] == 0
+        assert p["seq_per_s"] > 0 and p["requests_per_s"] == pytest.approx(p["seq_per_s"] / p["batch"], rel=1e-3)
+        assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+        _check_breakdown(p)
+        onnx = p["server"][MODELS[p["task"]][1]]
+        assert onnx["inferences"] >= p["batch"] * onnx["requests"] * 0.99  # batch rows reach the graph
+
+
+def test_async_client_load_has_zero_failures_and_matching_server_counts(load_points):
+    for p in load_points:
+        assert p["failed"] == 0, p["errors"]
+        assert p["requests"] > 0 and p["seq_per_s"] > 0
+        assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+        _check_breakdown(p, expected_requests=p["requests"])
+
+
+def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
+    for task in TASKS:
+        t = comparison["tasks"][task]
+        a, b, c = (t[k]["best"]["seq_per_s"] for k in ("a", "b", "c"))
+        assert a > 0 and b > 0 and c > 0
+        assert t["ratios"]["b/a"] == pytest.approx(b / a, rel=1e-2)
+        assert t["ratios"]["c/a"] == pytest.approx(c / a, rel=1e-2)
+        assert t["ratios"]["c/b"] == pytest.approx(c / b, rel=1e-2)
+        assert t["c"]["failed"] == 0
+        assert 100 <= t["tokens"]["min"] <= t["tokens"]["max"] <= 128
+    assert comparison["server_during_in_process"] is True
+
+
+def test_in_process_results_have_the_shape_of_the_served_results(built_repository, triton_server, comparison):
+    """(b) decodes like the server: same fields as what the client returns for the same texts."""
+    from client import MobileBertClient
+    from perf.baselines import OrtInt8
+
+    repository, _ = built_repository
+    settings = CompareSettings(repository=repository, items=4)
+    plan = prepare(settings)
+    with MobileBertClient(triton_server.grpc_url) as bert:
+        for task, p in plan.items():
+            ours = OrtInt8(task, p["runner"]["graph_path"], p["checkpoint"], threads=2)(p["rows"][:2])
+            if task == "fill_mask":
+                served = bert.fill_mask([r["TEXT"] for r in p["rows"][:2]], top_k=5)
+                assert [len(x) for x in ours] == [len(x) for x in served] == [5, 5]
+                assert set(ours[0][0]) == set(served[0][0]) == {"score", "token", "token_str", "sequence"}
+            else:
+                served = bert.answer([r["QUESTION"] for r in p["rows"][:2]], [r["CONTEXT"] for r in p["rows"][:2]])
+                assert set(ours[0]) == set(served[0]) == {"answer", "score", "start", "end"}
+                for row, answer in zip(p["rows"][:2], ours, strict=True):
+                    assert row["CONTEXT"][answer["start"] : answer["end"]] == answer["answer"]
+
+
+def test_report_is_well_formed(report):
+    results, files = report
+    data = json.loads(files["json"].read_text())
+    assert {"meta", "analyzer", "load", "comparison"} <= set(data)
+    assert {"cpu", "cores", "load_average"} <= set(data["meta"]["machine"])
+    with files["points_csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    expected = len(results["analyzer"]) + len(results["load"]) + 2  # + the (c) runs of the comparison
+    assert len(rows) == expected
+    assert set(POINT_COLUMNS) <= set(rows[0]) and "onnx_compute_infer_ms" in rows[0]
+    assert all(float(r["seq_per_s"]) > 0 and r["failed"] == "0" for r in rows)
+    with files["comparison_csv"].open() as f:
+        comparison_rows = list(csv.DictReader(f))
+    assert list(comparison_rows[0]) == list(COMPARISON_COLUMNS) and len(comparison_rows) == 6
+    for key in ("throughput_png", "latency_png"):
+        content = files[key].read_bytes()
+        assert content.startswith(b"\x89PNG") and len(content) > 5000
+    md = files["markdown"].read_text()
+    assert "pytest tests/test_perf.py" in md
+    for task in TASKS:
+        for candidate in ("(a) transformers eager FP32", "(b) onnxruntime INT8 in-process", "(c) Triton"):
+            assert f"| {task} | {candidate}" in md
+        assert f"| {task} | corpus | 2 | 4 |" in md  # a perf_analyzer row
+    assert md.count("| fill_mask | corpus |") == 3  # two perf_analyzer rows and one client row
+
+
+def test_sweep_refuses_an_unbuilt_repository_with_the_build_command(tmp_path, capsys):
+    assert perf_main(["sweep", "--repository", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "not a built model repository" in err and "python -m deploy build" in err

@@ -1,0 +1,243 @@
+"""Bad input, faults and access control against the real server: clear errors, the server stays up, nothing lost.
+
+Raw tritonclient requests (bypassing the client library) go straight to every model of the built repository.
+Destructive tests (killing a backend stub, reloading a model under load) use their own server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from deploy.server import GRPC_ADMIN_HEADER, ServerConfig, TritonServer, free_port
+from deploy.tasks import DEPLOYMENTS
+from deploy.watchdog import stub_processes
+
+DENIED = r"(?i)permission|unauthenticated|restricted|admin-key"
+
+
+def _text_input(name: str, values: list, batched: bool = True, dtype: str = "BYTES") -> grpcclient.InferInput:
+    array = np.array([v if isinstance(v, bytes) else str(v).encode() for v in values], dtype=np.object_)
+    if batched:
+        array = array.reshape(-1, 1)
+    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _ids_input(name: str, array: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def grpc(triton_server):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    yield client
+    client.close()
+
+
+def _still_serves(client: grpcclient.InferenceServerClient) -> None:
+    """Every task answers a valid request (on the same connection)."""
+    for task, d in DEPLOYMENTS.items():
+        if d.batched:
+            inputs = [_text_input(t.name, ["a valid [MASK] text"]) for t in d.inputs if not t.optional]
+        else:
+            inputs = [_text_input("PROMPT", ["q"], batched=False), _text_input("CHOICES", ["a", "b"], batched=False)]
+        result = client.infer(task, inputs)
+        assert result.as_numpy(d.outputs[0].name) is not None, task
+
+
+def test_wrong_tensor_names_dtypes_and_shapes_get_clear_errors(grpc):
+    cases = [
+        ("fill_mask", [_text_input("TXT", ["x"])], "TXT"),
+        ("question_answering", [_text_input("QUESTION", ["q"])], "CONTEXT"),
+        ("text_classification", [_ids_input("TEXT", np.zeros((1, 1), np.int64))], "data-type|datatype|TYPE_INT64"),
+        ("text_classification", [_text_input("TEXT", ["a", "b"], batched=False)], "shape|dims"),
+        (
+            "multiple_choice",
+            [_text_input("PROMPT", ["q", "r"], batched=False), _text_input("CHOICES", ["a"], False)],
+            "unexpected shape for input 'PROMPT'",
+        ),
+    ]
+    for model, inputs, message in cases:
+        with pytest.raises(InferenceServerException, match=message):
+            grpc.infer(model, inputs)
+    _still_serves(grpc)
+
+
+def test_hostile_text_is_handled_or_refused_by_name(grpc):
+    results = grpc.infer(
+        "text_classification",
+        [_text_input("TEXT", ["", "   \t\n ", "nul\x00byte and \x07 bell \x1b[31m", "🙂" * 300, "ä" * 5000])],
+    )
+    assert results.as_numpy("RESULT").shape == (5, 1)
+    with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+        grpc.infer("text_classification", [_text_input("TEXT", [b"\xff\xfe bad bytes"])])
+    with pytest.raises(InferenceServerException, match=r"TEXT row 0 is 1048576 bytes; the limit is 262144"):
+        grpc.infer("text_classification", [_text_input("TEXT", ["x" * (1 << 20)])])
+    with pytest.raises(InferenceServerException, match="batch-size must be <= 64"):
+        grpc.infer("fill_mask", [_text_input("TEXT", ["[MASK]"] * 65)])
+    # A QA context shorter than the question: answered from the context alone.
+    qa = grpc.infer(
+        "question_answering",
+        [
+            _text_input("QUESTION", ["what is the long question about the context here?"]),
+            _text_input("CONTEXT", ["ok"]),
+        ],
+    )
+    assert b'"answer": "ok"' in qa.as_numpy("RESULT")[0, 0]
+    _still_serves(grpc)
+
+
+@pytest.mark.parametrize("task", sorted(DEPLOYMENTS))
+def test_out_of_range_token_ids_sent_straight_to_the_graph_are_refused_by_name(grpc, task):
+    d = DEPLOYMENTS[task]
+    shape = (1, 8) if d.batched else (1, 2, 8)
+    ids = np.full(shape, 5, np.int64)
+    for bad, name in ((10**6, "input_ids"), (-1, "input_ids"), (7, "token_type_ids"), (3, "attention_mask")):
+        feed = {
+            "input_ids": ids.copy(),
+            "attention_mask": np.ones(shape, np.int64),
+            "token_type_ids": np.zeros(shape, np.int64),
+        }
+        feed[name].reshape(-1)[3] = bad
+        with pytest.raises(InferenceServerException, match=rf"{name} holds {bad}, outside the valid range"):
+            grpc.infer(d.onnx_model, [_ids_input(n, a) for n, a in feed.items()])
+    too_long = (1, 600) if d.batched else (1, 2, 600)
+    feed = {
+        n: np.ones(too_long, np.int64) if n != "token_type_ids" else np.zeros(too_long, np.int64)
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    with pytest.raises(InferenceServerException, match="sequence length 600 exceeds the model's maximum 512"):
+        grpc.infer(d.onnx_model, [_ids_input(n, a) for n, a in feed.items()])
+    ok = {"input_ids": ids, "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
+    grpc.infer(d.onnx_model, [_ids_input(n, a) for n, a in ok.items()])
+
+
+def test_tensors_sent_straight_to_post_processing_are_checked_by_triton_then_by_the_model(grpc):
+    bad_logits = grpcclient.InferInput("logits", [1, 7], "FP32")
+    bad_logits.set_data_from_numpy(np.zeros((1, 7), np.float32))
+    with pytest.raises(InferenceServerException, match="unexpected shape for input 'logits'"):
+        grpc.infer("text_classification_post", [bad_logits])
+    # Well-shaped tensors that make no sense (no [MASK] among the ids): the model's own error, INVALID_ARGUMENT.
+    tensors = {
+        "input_ids": np.full((1, 6), 7, np.int64),
+        "attention_mask": np.ones((1, 6), np.int64),
+        "mask_positions": np.zeros((1, 6), np.int64),
+        "top_ids": np.zeros((1, 6, 10), np.int64),
+    }
+    inputs = [_ids_input(n, a) for n, a in tensors.items()]
+    valid = grpcclient.InferInput("mask_valid", [1, 6], "BOOL")
+    valid.set_data_from_numpy(np.zeros((1, 6), bool))
+    probs = grpcclient.InferInput("top_probs", [1, 6, 10], "FP32")
+    probs.set_data_from_numpy(np.zeros((1, 6, 10), np.float32))
+    with pytest.raises(InferenceServerException, match=r"INVALID_ARGUMENT.*fill_mask: row 0: no \[MASK\] token"):
+        grpc.infer("fill_mask_post", [*inputs, valid, probs])
+    _still_serves(grpc)
+
+
+# ------------------------------------------------------------------------------------------------ access control
+
+
+def test_model_control_and_shared_memory_need_the_admin_key(triton_server, grpc):
+    with pytest.raises(InferenceServerException, match=DENIED):
+        grpc.unload_model("fill_mask")
+    with pytest.raises(InferenceServerException, match=DENIED):
+        grpc.get_system_shared_memory_status()
+    with pytest.raises(InferenceServerException, match=DENIED):
+        grpc.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "wrong"})
+    index = grpc.get_model_repository_index(headers={GRPC_ADMIN_HEADER: triton_server.admin_key}, as_json=True)
+    assert {m["name"] for m in index["models"]} >= set(DEPLOYMENTS)
+    # Inference, health and metadata stay open.
+    assert grpc.is_server_ready() and grpc.get_model_metadata("fill_mask").name == "fill_mask"
+
+
+def test_server_listens_on_loopback_only(triton_server):
+    assert triton_server.config.address == "127.0.0.1"
+    assert "--grpc-address=127.0.0.1" in triton_server.command()
+
+
+# ----------------------------------------------------------------------------------------------------- faults
+
+
+@pytest.fixture()
+def own_server(built_repository, tmp_path):
+    repository, record = built_repository
+    config = ServerConfig(
+        repository=repository,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        models=record["models"],
+        log_file=tmp_path / "server.log",
+    )
+    with TritonServer(config) as server:
+        yield server
+
+
+def _stub_pids(server: TritonServer, model: str) -> list[int]:
+    return [pid for pid, name in stub_processes(server.config.repository, server.process.pid).items() if name == model]
+
+
+def test_a_killed_backend_stub_gives_a_clear_error_not_a_hang_and_the_watchdog_restarts_it(own_server):
+    client = grpcclient.InferenceServerClient(own_server.grpc_url)
+    request = [_text_input("TEXT", ["a text"])]
+    client.infer("text_classification", request)
+    pids = _stub_pids(own_server, "text_classification_post")
+    assert pids, "no stub process found for text_classification_post"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    errors, recovered_after = [], None
+    start = time.monotonic()
+    while time.monotonic() - start < 60:
+        try:
+            client.infer("text_classification", request, client_timeout=10.0)
+            recovered_after = time.monotonic() - start
+            break
+        except InferenceServerException as exc:
+            errors.append(str(exc))
+            time.sleep(0.2)
+    client.close()
+    assert all("is not healthy" in e for e in errors), errors
+    assert recovered_after is not None and recovered_after < 30, f"never recovered; errors: {errors[-3:]}"
+    assert [m for m, _ in own_server.watchdog.restarts] == ["text_classification_post"]
+    assert set(_stub_pids(own_server, "text_classification_post")).isdisjoint(pids)
+
+
+def test_reloading_a_model_under_load_loses_no_request(own_server):
+    client = grpcclient.InferenceServerClient(own_server.grpc_url)
+    stop, failures, done = threading.Event(), [], [0]
+
+    def load() -> None:
+        local = grpcclient.InferenceServerClient(own_server.grpc_url)
+        while not stop.is_set():
+            try:
+                local.infer("text_classification", [_text_input("TEXT", ["reload under load"])])
+                done[0] += 1
+            except InferenceServerException as exc:
+                failures.append(str(exc))
+        local.close()
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    headers = {GRPC_ADMIN_HEADER: own_server.admin_key}
+    for model in ("text_classification_onnx", "text_classification_post"):
+        client.load_model(model, headers=headers)  # an explicit reload of a loaded model swaps it in when ready
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    client.close()
+    assert done[0] > 0
+    assert failures == [], failures[:3]
