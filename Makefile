@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test lint format demo build serve export bench clean
+.PHONY: help setup system-deps test lint format demo build serve soak export bench clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -55,6 +55,10 @@ build: setup
 
 serve: setup
 	$(PY) -m deploy serve
+
+# Minutes of load on every task (a short version runs in the tests); needs a built repository (make build).
+soak: setup
+	$(PY) -m deploy soak --seconds $${SOAK_SECONDS:-300}
 
 export: setup
 	$(PY) -m export --demo

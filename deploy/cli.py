@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the main job end to end: build, serve, call every task, throughput", add_help=False)
+    sub.add_parser("soak", help="sustained load on every task with failures and memory reported", add_help=False)
     build = sub.add_parser("build", help="checkpoint(s) -> export of every head -> a complete model repository")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true", help="the demo checkpoints (random weights; written if absent)")
@@ -66,10 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo"]:  # the demo has its own options (deploy/demo.py)
+    if argv[:1] == ["demo"]:  # the demo and the soak have their own options (deploy/demo.py, deploy/soak.py)
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak_main
+
+        return soak_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("deploy").setLevel(logging.INFO)

@@ -31,7 +31,9 @@ logger = logging.getLogger("deploy.demo")
 def _show(title: str, value: object) -> None:
     def plain(v: object) -> object:
         if isinstance(v, np.ndarray):
-            return f"array{list(v.shape)} [{', '.join(f'{x:.3f}' for x in v.reshape(-1)[:4])}, ...]"
+            head = v.reshape(-1)[:4].tolist()
+            shown = ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in head)
+            return f"{v.dtype}{list(v.shape)} [{shown}, ...]"
         if isinstance(v, float):
             return round(v, 4)
         if isinstance(v, dict):

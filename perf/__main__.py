@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         common(p, TASKS, list(TASKS))
         p.add_argument("--threads", type=int, default=2, help="thread budget of (a) and (b)")
-        p.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+        p.add_argument("--seconds", type=float, default=12.0, help="per batch size / concurrency level")
+        p.add_argument("--rounds", type=int, default=3, help="rounds per setting; the best counts")
         p.add_argument("--items", type=int, default=64, help="distinct texts per task")
         p.add_argument("--hf-batch", type=_ints, default=[1, 8], help="batch sizes tried for (a)")
         p.add_argument("--ort-batch", type=_ints, default=[1, 8], help="batch sizes tried for (b)")
@@ -139,6 +140,7 @@ def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSett
         threads=args.threads,
         items=args.items,
         seconds=args.seconds,
+        rounds=args.rounds,
         hf_batches=args.hf_batch,
         ort_batches=args.ort_batch,
         concurrency=args.concurrency,

@@ -128,7 +128,8 @@ def markdown(results: dict) -> str:
     if comparison:
         s = comparison["settings"]
         lines += [
-            f"## Comparison at sequence length ~128 ({s['threads']} threads each, one candidate at a time)",
+            f"## Comparison at sequence length ~128 ({s['threads']} threads each, one candidate at a time, "
+            f"best of {s.get('rounds', 1)} rounds per setting)",
             "",
             "| task | candidate | best setting | seq/s | b/a | c/a | c/b |",
             "|---|---|---|---:|---:|---:|---:|",
@@ -151,11 +152,11 @@ def markdown(results: dict) -> str:
             )
             for key in ("a", "b", "c"):
                 tried = ", ".join(
-                    f"{'c' if key == 'c' else 'b'}{r['concurrency'] if key == 'c' else r['batch']}: "
-                    f"{_f(r['seq_per_s'])}"
+                    f"{'concurrency' if key == 'c' else 'batch'} {r['concurrency'] if key == 'c' else r['batch']}: "
+                    f"{_f(r['seq_per_s'])} (median {_f(r.get('seq_per_s_median'))})"
                     for r in t[key]["runs"]
                 )
-                lines.append(f"  - ({key}) {t[key]['how']}; seq/s per setting: {tried}")
+                lines.append(f"  - ({key}) {t[key]['how']}. seq/s, best round (median): {tried}")
         if comparison.get("server_during_in_process"):
             lines.append("- Note: a server was running (idle) while (a) and (b) were measured.")
         lines.append("")

@@ -241,3 +241,63 @@ def test_reloading_a_model_under_load_loses_no_request(own_server):
     client.close()
     assert done[0] > 0
     assert failures == [], failures[:3]
+
+
+# ------------------------------------------------------------------------------------------------ load and faults
+
+
+def test_a_short_soak_on_every_task_fails_nothing_and_memory_stays_flat(own_server):
+    from deploy.soak import run_soak
+
+    report = run_soak(own_server, seconds=float(os.environ.get("SOAK_SECONDS", "20")), concurrency=4)
+    print("\n" + report.table())
+    assert report.failed == 0, report.errors[:3]
+    assert set(report.calls) == {t for t in DEPLOYMENTS if t != "pretraining"}
+    assert all(n > 0 for n in report.calls.values())
+    assert "tritonserver" in report.rss_before_mb and len(report.rss_before_mb) >= len(DEPLOYMENTS)
+    growth = report.rss_growth_mb()
+    # Flat: no process grows by more than 64 MB (allocator high-water marks settle after warm-up).
+    assert max(growth.values()) < 64, growth
+
+
+def test_server_sigkilled_and_restarted_under_load_retries_carry_calls_through_with_right_answers(own_server):
+    from client import MobileBertClient
+
+    texts = [f"sentence number {i} about the weather" for i in range(8)]
+    reference_client = MobileBertClient(own_server.grpc_url)
+    reference = {t: reference_client.classify(t, top_k=None) for t in texts}
+    reference_client.close()
+    bert = MobileBertClient(own_server.grpc_url, retries=60, backoff_initial_s=0.05, backoff_max_s=0.5, timeout_s=20)
+    stop, results, failures = threading.Event(), [], []
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            text = texts[i % len(texts)]
+            try:
+                results.append((text, bert.classify(text, top_k=None)))
+            except Exception as exc:
+                failures.append(repr(exc))
+            i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    before = len(results)
+    os.killpg(own_server.process.pid, signal.SIGKILL)
+    own_server.process.wait()
+    own_server.process = None
+    own_server.start()
+    time.sleep(2.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    bert.close()
+    print(f"\n{len(results)} calls answered ({before} before the kill), {len(failures)} failed")
+    assert failures == [], failures[:3]
+    assert len(results) > before  # calls went on after the restart
+    for text, got in results:  # nobody got a wrong answer
+        want = reference[text]
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=5e-3)

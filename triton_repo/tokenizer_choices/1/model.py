@@ -49,7 +49,9 @@ class TritonPythonModel:
             try:
                 responses.append(self._tokenize(request))
             except Exception as exc:  # one bad request must not take the instance down
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}")))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}", _error_code(exc)))
+                )
         return responses
 
     def _tokenize(self, request):
@@ -65,7 +67,7 @@ class TritonPythonModel:
             encodings = self.tokenizer.encode_batch([(prompt[0], choice) for choice in choices])
             return self._response(encodings, leading=(1,))
         texts = _strings(pb_utils.get_input_tensor_by_name(request, "TEXT"), "TEXT", self.max_bytes)
-        pair_tensor = pb_utils.get_input_tensor_by_name(request, "TEXT_PAIR", self.max_bytes)
+        pair_tensor = pb_utils.get_input_tensor_by_name(request, "TEXT_PAIR")
         if pair_tensor is not None:
             pairs = _strings(pair_tensor, "TEXT_PAIR", self.max_bytes)
             if len(pairs) != len(texts):
@@ -89,3 +91,8 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, t.reshape(*leading, *t.shape)) for n, t in tensors.items()]
         )
+
+
+def _error_code(exc):
+    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
+    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL
