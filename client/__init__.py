@@ -14,6 +14,7 @@ from .errors import (
     InvalidInputError,
     MobileBertClientError,
     RequestTimeoutError,
+    ServerError,
     ServerUnavailableError,
     TaskNotDeployedError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "MobileBertClient",
     "MobileBertClientError",
     "RequestTimeoutError",
+    "ServerError",
     "ServerUnavailableError",
     "TaskNotDeployedError",
     "TlsOptions",

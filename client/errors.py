@@ -56,6 +56,10 @@ class RequestTimeoutError(MobileBertClientError):
     """The server did not answer within the per-call timeout (after retries)."""
 
 
+class ServerError(MobileBertClientError):
+    """The server failed while processing a valid request (a bug or a broken deployment: see the server log)."""
+
+
 class AccessDeniedError(MobileBertClientError):
     """The server (or a proxy in front of it) refused the call: missing or wrong credentials in the headers."""
 
@@ -139,12 +143,16 @@ def translate(exc: InferenceServerException, *, url: str, model: str | None, att
             + _tls_hint(server_message),
             **context,
         )
-    if status in ("INVALID_ARGUMENT", "INTERNAL", "OUT_OF_RANGE", "FAILED_PRECONDITION"):
-        # The repository's models report input they cannot process (a fill-mask text without [MASK], too many
-        # choices) as an error of the step that rejected it, which Triton returns as INTERNAL; the client cannot
-        # tell those from a failing model, so the message keeps the server's words, which say which it is.
-        verb = "rejected" if status == "INVALID_ARGUMENT" else "could not process"
-        return InvalidInputError(f"the Triton server at {url} {verb} the request{to}: {server_message}", **context)
+    if status in ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"):
+        # The repository's models answer INVALID_ARG for input they cannot process (a fill-mask text without
+        # [MASK], too many choices, text over the size limit), with a message naming the problem.
+        return InvalidInputError(f"the Triton server at {url} rejected the request{to}: {server_message}", **context)
+    if status == "INTERNAL":
+        return ServerError(
+            f"the Triton server at {url} failed while processing the request{to}: {server_message} "
+            "(a server-side problem, not your input: the server log has the details)",
+            **context,
+        )
     return MobileBertClientError(
         f"the call{to} failed at the Triton server at {url}: [{status or 'no status'}] {server_message}", **context
     )

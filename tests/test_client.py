@@ -650,3 +650,18 @@ def test_client_works_without_torch(url, tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["loaded"] == [] and len(report["result"]["fill"]) == 2 and report["result"]["embed"] > 0
+
+
+def test_internal_server_failures_are_server_errors_not_input_errors_and_not_retried():
+    from tritonclient.utils import InferenceServerException
+
+    from client import ServerError
+    from client.errors import is_transient, translate
+
+    exc = InferenceServerException(
+        "in ensemble 'fill_mask', Stub process 'fill_mask_post_0_0' is not healthy.", status="StatusCode.INTERNAL"
+    )
+    error = translate(exc, url="127.0.0.1:8001", model="fill_mask", attempts=1)
+    assert isinstance(error, ServerError) and not isinstance(error, InvalidInputError)
+    assert "not healthy" in str(error) and "server log" in str(error)
+    assert not is_transient(exc)
