@@ -99,6 +99,7 @@ def run_in_process(settings: CompareSettings, plan: dict[str, dict], log=print) 
                 load = environment.load_average()
                 run = measure(candidate, p["rows"], batch, settings.seconds, settings.rounds)
                 run["load_average_before"] = load
+                run["load_average_after"] = environment.load_average()
                 runs.append(run)
                 log(f"({key}) {candidate.name:28s} {task:20s} batch {batch:<3d} {run['seq_per_s']:8.2f} seq/s")
             out[task][key] = {"candidate": candidate.name, "how": candidate.how, "best": _best(runs), "runs": runs}
@@ -135,6 +136,7 @@ def run_triton(settings: CompareSettings, plan: dict[str, dict], url: str, log=p
             run["failed"] = sum(x["failed"] for x in rounds)
             run["errors"] = [e for x in rounds for e in x["errors"]][:5]
             run["load_average_before"] = load
+            run["load_average_after"] = environment.load_average()
             runs.append(run)
             log(
                 f"(c) Triton gRPC end to end      {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} seq/s "

@@ -37,7 +37,7 @@ from client import (
 from client import tasks as client_tasks
 from client.cli import main as cli_main
 from client.options import parse_urls
-from deploy.server import ServerConfig, TritonServer, free_port
+from deploy.server import ServerConfig, ServerTls, TritonServer, free_port
 from deploy.tasks import DEPLOYMENTS
 
 FILL_MASK_MODELS = ["tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"]
@@ -49,7 +49,7 @@ FAST_RETRY = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05}
 # -- servers and clients ----------------------------------------------------------------------------------------------
 
 
-def small_server(built_repository, log: Path, extra_args: list[str] | None = None) -> TritonServer:
+def small_server(built_repository, log: Path, extra_args: list[str] | None = None, tls=None) -> TritonServer:
     """A server on its own ports with only the fill_mask task loaded (fast to start and restart)."""
     repository, record = built_repository
     assert set(FILL_MASK_MODELS) <= set(record["models"])
@@ -61,6 +61,7 @@ def small_server(built_repository, log: Path, extra_args: list[str] | None = Non
         models=FILL_MASK_MODELS,
         log_file=log,
         extra_args=extra_args or [],
+        tls=tls,
     )
     return TritonServer(config)
 
@@ -499,14 +500,8 @@ def certificates(tmp_path_factory) -> Path:
 def test_tls_with_mutual_authentication(built_repository, certificates, tmp_path):
     # tritonserver 2.51 (the pip-installed build) supports gRPC TLS: --grpc-use-ssl(-mutual), server cert/key, root.
     c = certificates
-    args = [
-        "--grpc-use-ssl=true",
-        "--grpc-use-ssl-mutual=true",
-        f"--grpc-server-cert={c / 'server.pem'}",
-        f"--grpc-server-key={c / 'server.key'}",
-        f"--grpc-root-cert={c / 'ca.pem'}",
-    ]
-    with small_server(built_repository, tmp_path / "tls.log", args) as server:
+    tls = ServerTls(certificate=c / "server.pem", private_key=c / "server.key", client_ca=c / "ca.pem")
+    with small_server(built_repository, tmp_path / "tls.log", tls=tls) as server:
         port = server.config.grpc_port
         tls = TlsOptions(
             root_certificates=c / "ca.pem", private_key=c / "client.key", certificate_chain=c / "client.pem"
