@@ -95,11 +95,18 @@ def prepare_backend_directory(target: Path) -> Path:
         raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version} (looked at {stub})")
     python_dir = target / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
-    for source in (root / "backends" / "python").iterdir():
+    for source in [*(root / "backends" / "python").iterdir(), stub]:
         if source.is_file():
-            shutil.copy2(source, python_dir / source.name)
-    shutil.copy2(stub, python_dir / stub.name)
+            _install(source, python_dir / source.name)
     return target
+
+
+def _install(source: Path, target: Path) -> None:
+    """Copy beside, then rename over: a restart must not write into a binary an exiting stub still executes
+    (ETXTBSY), and a reader never sees a half-written file."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(source, partial)
+    os.replace(partial, target)
 
 
 def server_environment() -> dict[str, str]:

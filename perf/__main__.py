@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--items", type=int, default=64, help="distinct texts per task")
         p.add_argument("--hf-batch", type=_ints, default=[1, 8], help="batch sizes tried for (a)")
         p.add_argument("--ort-batch", type=_ints, default=[1, 8], help="batch sizes tried for (b)")
-        p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="concurrency levels tried for (c)")
+        p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="(c) concurrency levels, 1 text/call")
+        p.add_argument("--bulk-rows", type=int, default=8, help="(c bulk): texts per call; 0: skip")
+        p.add_argument("--bulk-concurrency", type=_ints, default=[2, 4], help="(c bulk) concurrency levels")
         p.add_argument("--max-load", type=float, default=1.5, help="wait until the 1-min load average is below this")
         p.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
         if name == "sweep":
@@ -144,6 +146,8 @@ def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSett
         hf_batches=args.hf_batch,
         ort_batches=args.ort_batch,
         concurrency=args.concurrency,
+        bulk_rows=args.bulk_rows or None,
+        bulk_concurrency=args.bulk_concurrency,
     )
 
 
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     print(files["markdown"].read_text(encoding="utf-8"))
     print(f"results in {out}/: " + ", ".join(sorted(p.name for p in files.values())))
     failed = sum(p.get("failed", 0) for key in ("analyzer", "load") for p in results.get(key, []))
-    failed += sum(t["c"]["failed"] for t in (results.get("comparison") or {}).get("tasks", {}).values())
+    for t in (results.get("comparison") or {}).get("tasks", {}).values():
+        failed += sum(t[k]["failed"] for k in ("c", "c_bulk") if k in t)
     if failed:
         print(f"FAILED REQUESTS: {failed}", file=sys.stderr)
         return 2

@@ -6,10 +6,13 @@ for (a), onnxruntime's for (b), the server's ONNX runner as built for (c)), one 
 never concurrently. The server runs only during (c) (it is started after (a) and (b), and stopped before anything
 else runs), unless a running server's URL is given (smoke tests), which the results then say.
 
-(a) and (b) are measured at each batch size in `hf_batches` / `ort_batches` and the best is kept; (c) is the async
-client's closed-loop load at each concurrency in `concurrency` (one text per call) and the best is kept. Every
-setting gets `seconds`, split into `rounds` rounds, and its best round counts (the machine may be shared: other
-processes only ever slow a round down; medians are kept too). Ratios: b/a, c/a, c/b of sequences/s.
+(a) and (b) are measured at each batch size in `hf_batches` / `ort_batches` and the best is kept. (c) is the async
+client's closed-loop load, one text per call (online serving: the server's dynamic batcher makes the batches), at
+each concurrency in `concurrency`, best kept; and, when `bulk_rows` is set, "(c) bulk": `bulk_rows` texts per call
+(what `client.fill_mask(list)` / `client.map` do for bulk work) at each of `bulk_concurrency`, reported beside it.
+Every setting gets `seconds`, split into `rounds` rounds, and its best round counts (the machine may be shared:
+other processes only ever slow a round down; medians are kept too). Ratios of sequences/s: b/a, c/a, c/b (and
+c_bulk/a, c_bulk/b).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ class CompareSettings:
     rounds: int = 3  # the best round counts: other processes on the machine can only slow a round down
     hf_batches: list[int] = field(default_factory=lambda: [1, 8])
     ort_batches: list[int] = field(default_factory=lambda: [1, 8])
-    concurrency: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    rows_per_request: int = 1
+    concurrency: list[int] = field(default_factory=lambda: [4, 8, 16, 32])  # (c): one text per call
+    bulk_rows: int | None = 8  # (c) bulk: texts per call; None: not measured
+    bulk_concurrency: list[int] = field(default_factory=lambda: [2, 4])
     server_url: str | None = None  # a running server to use for (c) instead of starting one
 
     def __post_init__(self) -> None:
@@ -108,73 +112,80 @@ def run_in_process(settings: CompareSettings, plan: dict[str, dict], log=print) 
     return out
 
 
+def _triton_point(settings: CompareSettings, task: str, rows: list, url: str, concurrency: int, k: int) -> dict:
+    load = environment.load_average()
+    rounds = [
+        run_load(
+            LoadSettings(
+                task=task,
+                url=url,
+                concurrency=concurrency,
+                seconds=settings.seconds / max(1, settings.rounds),
+                rows_per_request=k,
+                warmup_s=min(2.0, settings.seconds) if r == 0 else 0.0,
+                profile="seq128",
+            ),
+            rows,
+        )
+        for r in range(max(1, settings.rounds))
+    ]
+    run = dict(_best(rounds))  # the best round, with its own server breakdown
+    run["rounds"] = [x["seq_per_s"] for x in rounds]
+    run["seq_per_s_median"] = statistics.median(run["rounds"])
+    run["failed"] = sum(x["failed"] for x in rounds)
+    run["errors"] = [e for x in rounds for e in x["errors"]][:5]
+    run["load_average_before"] = load
+    run["load_average_after"] = environment.load_average()
+    return run
+
+
 def run_triton(settings: CompareSettings, plan: dict[str, dict], url: str, log=print) -> dict[str, dict]:
-    """(c) for every task: the async client's closed loop at each concurrency, best kept."""
+    """(c) for every task: the async client's closed loop at each concurrency, best kept (and the bulk variant)."""
     out: dict[str, dict] = {}
     for task, p in plan.items():
-        runs = []
-        for concurrency in settings.concurrency:
-            load = environment.load_average()
-            rounds = [
-                run_load(
-                    LoadSettings(
-                        task=task,
-                        url=url,
-                        concurrency=concurrency,
-                        seconds=settings.seconds / max(1, settings.rounds),
-                        rows_per_request=settings.rows_per_request,
-                        warmup_s=min(2.0, settings.seconds) if r == 0 else 0.0,
-                        profile="seq128",
-                    ),
-                    p["rows"],
+        r = p["runner"]
+        server = (
+            f"server: {r['graph']}, {r['instances']} instance(s) x {r['intra_op_threads']} ORT thread(s), dynamic "
+            f"batching preferred {r['preferred_batch_sizes']}, queue delay {r['max_queue_delay_us']} us"
+        )
+        modes = [("c", 1, settings.concurrency)]
+        if settings.bulk_rows:
+            modes.append(("c_bulk", settings.bulk_rows, settings.bulk_concurrency))
+        out[task] = {}
+        for key, k, levels in modes:
+            runs = []
+            for concurrency in levels:
+                run = _triton_point(settings, task, p["rows"], url, concurrency, k)
+                runs.append(run)
+                log(
+                    f"({key}) Triton, {k} text(s)/call {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} "
+                    f"seq/s p50 {run['p50_ms'] or 0:.1f} p99 {run['p99_ms'] or 0:.1f} ms failed {run['failed']}"
                 )
-                for r in range(max(1, settings.rounds))
-            ]
-            run = dict(_best(rounds))  # the best round, with its own server breakdown
-            run["rounds"] = [x["seq_per_s"] for x in rounds]
-            run["seq_per_s_median"] = statistics.median(run["rounds"])
-            run["failed"] = sum(x["failed"] for x in rounds)
-            run["errors"] = [e for x in rounds for e in x["errors"]][:5]
-            run["load_average_before"] = load
-            run["load_average_after"] = environment.load_average()
-            runs.append(run)
-            log(
-                f"(c) Triton gRPC end to end      {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} seq/s "
-                f"p50 {run['p50_ms'] or 0:.1f} p99 {run['p99_ms'] or 0:.1f} ms failed {run['failed']}"
-            )
-        best = _best(runs)
-        out[task] = {
-            "candidate": "Triton ensemble over gRPC",
-            "how": (
-                f"AsyncMobileBertClient, {settings.rows_per_request} text per call, closed loop; server: "
-                f"{p['runner']['graph']}, {p['runner']['intra_op_threads']} ORT threads x "
-                f"{p['runner']['instances']} instance(s), dynamic batching preferred "
-                f"{p['runner']['preferred_batch_sizes']}, queue delay {p['runner']['max_queue_delay_us']} us"
-            ),
-            "best": best,
-            "runs": runs,
-            "failed": sum(r["failed"] for r in runs),
-        }
+            out[task][key] = {
+                "candidate": f"Triton ensemble over gRPC, {k} text{'s' if k > 1 else ''}/call",
+                "how": f"AsyncMobileBertClient, {k} text(s) per call, closed loop, no retries; {server}",
+                "best": _best(runs),
+                "runs": runs,
+                "failed": sum(x["failed"] for x in runs),
+            }
     return out
+
+
+def _ratio(x: float, y: float) -> float | None:
+    return round(x / y, 3) if y else None
 
 
 def combine(settings: CompareSettings, plan: dict, in_process: dict, triton: dict) -> dict:
     tasks = {}
     for task in plan:
-        a, b, c = in_process[task]["a"], in_process[task]["b"], triton[task]
-        ra, rb, rc = a["best"]["seq_per_s"], b["best"]["seq_per_s"], c["best"]["seq_per_s"]
-        tasks[task] = {
-            "tokens": plan[task]["tokens"],
-            "items": len(plan[task]["rows"]),
-            "a": a,
-            "b": b,
-            "c": c,
-            "ratios": {
-                "b/a": round(rb / ra, 3) if ra else None,
-                "c/a": round(rc / ra, 3) if ra else None,
-                "c/b": round(rc / rb, 3) if rb else None,
-            },
-        }
+        entry = {"tokens": plan[task]["tokens"], "items": len(plan[task]["rows"]), **in_process[task], **triton[task]}
+        rate = {k: entry[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk") if k in entry}
+        entry["ratios"] = {"b/a": _ratio(rate["b"], rate["a"]), "c/a": _ratio(rate["c"], rate["a"])}
+        entry["ratios"]["c/b"] = _ratio(rate["c"], rate["b"])
+        if "c_bulk" in rate:
+            entry["ratios"]["c_bulk/a"] = _ratio(rate["c_bulk"], rate["a"])
+            entry["ratios"]["c_bulk/b"] = _ratio(rate["c_bulk"], rate["b"])
+        tasks[task] = entry
     return {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "server_during_in_process": settings.server_url is not None,

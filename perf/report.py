@@ -39,10 +39,10 @@ COMPARISON_COLUMNS = (
     "tokens_min",
     "tokens_median",
     "tokens_max",
-    "ratio_b_over_a",
-    "ratio_c_over_a",
-    "ratio_c_over_b",
+    "ratio_vs_a",
+    "ratio_vs_b",
 )
+CANDIDATES = ("a", "b", "c", "c_bulk")
 
 
 def role(model: str, task: str) -> str:
@@ -73,24 +73,29 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def comparison_rows(comparison: dict) -> list[dict]:
+    """One row per task and candidate: best setting, sequences/s, and the ratios to (a) and (b)."""
     rows = []
     for task, t in comparison["tasks"].items():
-        for key in ("a", "b", "c"):
+        ratios = t["ratios"]
+        vs = {"a": (None, None), "b": (ratios["b/a"], None), "c": (ratios["c/a"], ratios["c/b"])}
+        vs["c_bulk"] = (ratios.get("c_bulk/a"), ratios.get("c_bulk/b"))
+        for key in CANDIDATES:
+            if key not in t:
+                continue
             best = t[key]["best"]
-            setting = f"concurrency {best['concurrency']}" if key == "c" else f"batch {best['batch']}"
+            setting = f"concurrency {best['concurrency']}" if key.startswith("c") else f"batch {best['batch']}"
             rows.append(
                 {
                     "task": task,
-                    "candidate": f"({key}) {t[key]['candidate']}",
+                    "candidate": f"({key.replace('_', ' ')}) {t[key]['candidate']}",
                     "how": t[key]["how"],
                     "setting": setting,
                     "seq_per_s": best["seq_per_s"],
                     "tokens_min": t["tokens"]["min"],
                     "tokens_median": t["tokens"]["median"],
                     "tokens_max": t["tokens"]["max"],
-                    "ratio_b_over_a": t["ratios"]["b/a"],
-                    "ratio_c_over_a": t["ratios"]["c/a"],
-                    "ratio_c_over_b": t["ratios"]["c/b"],
+                    "ratio_vs_a": vs[key][0],
+                    "ratio_vs_b": vs[key][1],
                 }
             )
     return rows
@@ -99,7 +104,7 @@ def comparison_rows(comparison: dict) -> list[dict]:
 def all_points(results: dict) -> list[dict]:
     points = list(results.get("analyzer", [])) + list(results.get("load", []))
     for t in (results.get("comparison") or {}).get("tasks", {}).values():
-        points += t["c"]["runs"]
+        points += [run for key in ("c", "c_bulk") if key in t for run in t[key]["runs"]]
     return points
 
 
@@ -131,37 +136,37 @@ def markdown(results: dict) -> str:
             f"## Comparison at sequence length ~128 ({s['threads']} threads each, one candidate at a time, "
             f"best of {s.get('rounds', 1)} rounds per setting)",
             "",
-            "| task | candidate | best setting | seq/s | b/a | c/a | c/b |",
-            "|---|---|---|---:|---:|---:|---:|",
+            "| task | candidate | best setting | seq/s | x (a) | x (b) |",
+            "|---|---|---|---:|---:|---:|",
         ]
         for row in comparison_rows(comparison):
-            key = row["candidate"][1]
-            ratio = {"a": ("", "", ""), "b": (_f(row["ratio_b_over_a"], 2), "", "")}.get(
-                key, ("", _f(row["ratio_c_over_a"], 2), _f(row["ratio_c_over_b"], 2))
-            )
-            lines.append(
-                f"| {row['task']} | {row['candidate']} | {row['setting']} | {_f(row['seq_per_s'])} | "
-                + " | ".join(f"**{r}**" if r else "" for r in ratio)
-                + " |"
-            )
+            ratios = [f"**{_f(r, 2)}**" if r is not None else "" for r in (row["ratio_vs_a"], row["ratio_vs_b"])]
+            cells = [row["task"], row["candidate"], row["setting"], _f(row["seq_per_s"]), *ratios]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         for task, t in comparison["tasks"].items():
+            failed = sum(t[k]["failed"] for k in ("c", "c_bulk") if k in t)
             lines.append(
                 f"- {task}: {t['items']} texts of {t['tokens']['min']}..{t['tokens']['max']} tokens "
-                f"(median {t['tokens']['median']}); failed requests in (c): {t['c']['failed']}."
+                f"(median {t['tokens']['median']}); failed requests in (c): {failed}."
             )
-            for key in ("a", "b", "c"):
+            for key in CANDIDATES:
+                if key not in t:
+                    continue
                 tried = ", ".join(
-                    f"{'concurrency' if key == 'c' else 'batch'} {r['concurrency'] if key == 'c' else r['batch']}: "
-                    f"{_f(r['seq_per_s'])} (median {_f(r.get('seq_per_s_median'))})"
+                    f"{'concurrency' if key.startswith('c') else 'batch'} "
+                    f"{r['concurrency'] if key.startswith('c') else r['batch']}: "
+                    f"{_f(r['seq_per_s'])} ({_f(r.get('seq_per_s_median'))})"
                     for r in t[key]["runs"]
                 )
-                lines.append(f"  - ({key}) {t[key]['how']}. seq/s, best round (median): {tried}")
+                lines.append(f"  - ({key.replace('_', ' ')}) {t[key]['how']}. seq/s, best round (median): {tried}")
         if comparison.get("server_during_in_process"):
             lines.append("- Note: a server was running (idle) while (a) and (b) were measured.")
         lines.append("")
     for title, key in (("perf_analyzer", "analyzer"), ("Async client (text in, results out)", "load")):
-        points = results.get(key) or []
+        points = list(results.get(key) or [])
+        if key == "load":  # the (c) runs of the comparison are async client points too
+            points += [p for p in all_points(results) if p.get("tool") == "async_client" and p not in points]
         if not points:
             continue
         lines += [

@@ -75,6 +75,8 @@ def comparison(built_repository, triton_server) -> dict:
         hf_batches=[4],
         ort_batches=[4],
         concurrency=[4],
+        bulk_rows=4,
+        bulk_concurrency=[2],
         server_url=triton_server.grpc_url,
     )
     plan = prepare(settings)
@@ -157,12 +159,15 @@ def test_async_client_load_has_zero_failures_and_matching_server_counts(load_poi
 def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
     for task in TASKS:
         t = comparison["tasks"][task]
-        a, b, c = (t[k]["best"]["seq_per_s"] for k in ("a", "b", "c"))
-        assert a > 0 and b > 0 and c > 0
+        a, b, c, bulk = (t[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk"))
+        assert a > 0 and b > 0 and c > 0 and bulk > 0
         assert t["ratios"]["b/a"] == pytest.approx(b / a, rel=1e-2)
         assert t["ratios"]["c/a"] == pytest.approx(c / a, rel=1e-2)
         assert t["ratios"]["c/b"] == pytest.approx(c / b, rel=1e-2)
-        assert t["c"]["failed"] == 0
+        assert t["ratios"]["c_bulk/b"] == pytest.approx(bulk / b, rel=1e-2)
+        assert t["c"]["failed"] == 0 and t["c_bulk"]["failed"] == 0
+        assert t["c"]["best"]["batch"] == 1 and t["c_bulk"]["best"]["batch"] == 4
+        assert len(t["a"]["best"]["rounds"]) == len(t["c"]["best"]["rounds"]) == 3
         assert 100 <= t["tokens"]["min"] <= t["tokens"]["max"] <= 128
     assert comparison["server_during_in_process"] is True
 
@@ -196,23 +201,24 @@ def test_report_is_well_formed(report):
     assert {"cpu", "cores", "load_average"} <= set(data["meta"]["machine"])
     with files["points_csv"].open() as f:
         rows = list(csv.DictReader(f))
-    expected = len(results["analyzer"]) + len(results["load"]) + 2  # + the (c) runs of the comparison
+    expected = len(results["analyzer"]) + len(results["load"]) + 4  # + the (c) runs of the comparison
     assert len(rows) == expected
     assert set(POINT_COLUMNS) <= set(rows[0]) and "onnx_compute_infer_ms" in rows[0]
     assert all(float(r["seq_per_s"]) > 0 and r["failed"] == "0" for r in rows)
     with files["comparison_csv"].open() as f:
         comparison_rows = list(csv.DictReader(f))
-    assert list(comparison_rows[0]) == list(COMPARISON_COLUMNS) and len(comparison_rows) == 6
+    assert list(comparison_rows[0]) == list(COMPARISON_COLUMNS) and len(comparison_rows) == 8
     for key in ("throughput_png", "latency_png"):
         content = files[key].read_bytes()
         assert content.startswith(b"\x89PNG") and len(content) > 5000
     md = files["markdown"].read_text()
     assert "pytest tests/test_perf.py" in md
     for task in TASKS:
-        for candidate in ("(a) transformers eager FP32", "(b) onnxruntime INT8 in-process", "(c) Triton"):
+        for candidate in ("(a) transformers eager", "(b) onnxruntime INT8 in-process", "(c) Triton", "(c bulk) Triton"):
             assert f"| {task} | {candidate}" in md
         assert f"| {task} | corpus | 2 | 4 |" in md  # a perf_analyzer row
     assert md.count("| fill_mask | corpus |") == 3  # two perf_analyzer rows and one client row
+    assert md.count("| fill_mask | seq128 |") == 2  # the (c) runs of the comparison
 
 
 def test_sweep_refuses_an_unbuilt_repository_with_the_build_command(tmp_path, capsys):

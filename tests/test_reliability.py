@@ -6,6 +6,7 @@ Destructive tests (killing a backend stub, reloading a model under load) use the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -227,18 +228,23 @@ def test_reloading_a_model_under_load_loses_no_request(own_server):
                 failures.append(str(exc))
         local.close()
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    headers = {GRPC_ADMIN_HEADER: own_server.admin_key}
-    for model in ("text_classification_onnx", "text_classification_post"):
-        client.load_model(model, headers=headers)  # an explicit reload of a loaded model swaps it in when ready
-    time.sleep(1.0)
-    stop.set()
-    for t in threads:
-        t.join()
-    client.close()
+    try:
+        time.sleep(1.0)
+        headers = {GRPC_ADMIN_HEADER: own_server.admin_key}
+        for model in ("text_classification_onnx", "text_classification_post"):
+            config = client.get_model_config(model, as_json=True)["config"]
+            config.setdefault("parameters", {})["restart_generation"] = {"string_value": "reload-test"}
+            # A changed config makes Triton build a new instance and swap it in when it is ready.
+            client.load_model(model, headers=headers, config=json.dumps(config))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        client.close()
     assert done[0] > 0
     assert failures == [], failures[:3]
 
@@ -280,20 +286,22 @@ def test_server_sigkilled_and_restarted_under_load_retries_carry_calls_through_w
                 failures.append(repr(exc))
             i += 1
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    before = len(results)
-    os.killpg(own_server.process.pid, signal.SIGKILL)
-    own_server.process.wait()
-    own_server.process = None
-    own_server.start()
-    time.sleep(2.0)
-    stop.set()
-    for t in threads:
-        t.join()
-    bert.close()
+    try:
+        time.sleep(1.0)
+        before = len(results)
+        os.killpg(own_server.process.pid, signal.SIGKILL)
+        own_server.process.wait()
+        own_server.process = None
+        own_server.start()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        bert.close()
     print(f"\n{len(results)} calls answered ({before} before the kill), {len(failures)} failed")
     assert failures == [], failures[:3]
     assert len(results) > before  # calls went on after the restart
@@ -301,3 +309,24 @@ def test_server_sigkilled_and_restarted_under_load_retries_carry_calls_through_w
         want = reference[text]
         assert [g["label"] for g in got] == [w["label"] for w in want]
         np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=5e-3)
+
+
+def test_every_model_refuses_unknown_tensor_names_and_wrong_dtypes_and_keeps_serving(grpc, built_repository):
+    _, record = built_repository
+    for model in record["models"]:
+        metadata = grpc.get_model_metadata(model, as_json=True)
+        config = grpc.get_model_config(model, as_json=True)["config"]
+        batched = int(config.get("max_batch_size", 0)) > 0
+        first = metadata["inputs"][0]
+        shape = [1 if d == "-1" or int(d) < 0 else int(d) for d in first["shape"]]
+        if batched:
+            shape[0] = 1
+        stray = grpcclient.InferInput("NOT_A_TENSOR", shape, first["datatype"])
+        with pytest.raises(InferenceServerException, match="NOT_A_TENSOR"):
+            grpc.infer(model, [stray])
+        wrong = "FP32" if first["datatype"] != "FP32" else "INT64"
+        tensor = grpcclient.InferInput(first["name"], shape, wrong)
+        tensor.set_data_from_numpy(np.zeros(shape, np.float32 if wrong == "FP32" else np.int64))
+        with pytest.raises(InferenceServerException, match=r"(?i)data-?type|datatype|expected"):
+            grpc.infer(model, [tensor])
+    _still_serves(grpc)
