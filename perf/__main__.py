@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="(c) concurrency levels, 1 text/call")
         p.add_argument("--bulk-rows", type=int, default=8, help="(c bulk): texts per call; 0: skip")
         p.add_argument("--bulk-concurrency", type=_ints, default=[2, 4], help="(c bulk) concurrency levels")
-        p.add_argument("--max-load", type=float, default=1.5, help="wait until the 1-min load average is below this")
+        p.add_argument("--max-load", type=float, default=1.5, help="before starting: wait for this 1-min load average")
+        p.add_argument(
+            "--max-foreign", type=float, default=0.15, help="before each phase: wait until other processes use <= this"
+        )
         p.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
         if name == "sweep":
             p.add_argument("--quick", action="store_true", help="fewer, shorter perf_analyzer/client points")
@@ -190,8 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         )
         elif args.command == "compare":
-            meta["load_average_start"] = environment.wait_for_quiet_machine(args.max_load, args.wait)
-            results["comparison"] = run_comparison(_compare_settings(args, tasks), server_log=out / "tritonserver.log")
+            meta["machine_at_start"] = environment.wait_until_quiet(args.max_foreign, args.wait, args.max_load)
+            results["comparison"] = run_comparison(
+                _compare_settings(args, tasks),
+                server_log=out / "tritonserver.log",
+                quiet=lambda: environment.wait_until_quiet(args.max_foreign, args.wait),
+            )
         else:
             settings = SweepSettings(
                 compare=_compare_settings(args, tasks),
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 interval_ms=args.interval_ms,
                 load_seconds=4.0 if args.quick else 8.0,
                 max_load=args.max_load,
+                max_foreign=args.max_foreign,
                 wait_s=args.wait,
             )
             results.update(run_sweep(settings, out))

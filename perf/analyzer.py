@@ -20,7 +20,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .environment import PerfAnalyzerUnavailable, check_perf_analyzer, perf_analyzer_binary, perf_analyzer_env
+from .environment import (
+    ForeignCpu,
+    PerfAnalyzerUnavailable,
+    check_perf_analyzer,
+    perf_analyzer_binary,
+    perf_analyzer_env,
+)
 from .inputs import Row, write_analyzer_data
 from .serving import ensemble_models
 from .stats import server_breakdown, snapshot
@@ -127,13 +133,14 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
         csv_path.unlink(missing_ok=True)
         before = snapshot(settings.url, models)
         started = time.monotonic()
-        done = subprocess.run(
-            _command(settings, data, csv_path, concurrency, batch, stability),
-            env=perf_analyzer_env(),
-            capture_output=True,
-            text=True,
-            timeout=settings.timeout_s,
-        )
+        with ForeignCpu() as foreign:
+            done = subprocess.run(
+                _command(settings, data, csv_path, concurrency, batch, stability),
+                env=perf_analyzer_env(),
+                capture_output=True,
+                text=True,
+                timeout=settings.timeout_s,
+            )
         elapsed = time.monotonic() - started
         after = snapshot(settings.url, models)
         output = done.stdout + done.stderr
@@ -155,6 +162,7 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
                 # False: no stable measurement within `stability_percent`; this one is within the looser fallback
                 "stable": attempt == 0,
                 "wall_s": round(elapsed, 2),
+                "foreign_cpu": foreign.share,
                 "server": breakdown,
                 "raw_csv": csv_path.name,
             }

@@ -10,8 +10,8 @@
     tokenizer (MobileBertTokenizer, padding to the longest row of each batch) and the same decoding as the
     server's post-processing models (fill_mask: top 5 per mask with decoded sequences; QA: best span).
 
-Both take a batch of rows (perf.inputs) and return one result per row. `measure` runs a candidate over the rows in
-batches until `seconds` have passed and reports sequences/s.
+Both take a batch of rows (perf.inputs) and return one result per row. `measure_round` runs a candidate over the rows
+in batches for a given time and reports sequences/s; `warm_up` runs it once over every distinct batch first.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .environment import ForeignCpu
 from .inputs import Row
 
 TOP_K = 5  # fill-mask candidates per mask (the HF pipeline's default; the client's fill_mask default)
@@ -169,43 +170,40 @@ class OrtInt8:
         return per_mask[0] if len(per_mask) == 1 else per_mask
 
 
-def measure(candidate, rows: list[Row], batch: int, seconds: float, rounds: int = 3) -> dict:
-    """sequences/s of `candidate` over `rows` in batches of `batch` (cycled): best and median of `rounds` rounds.
+def batches_of(rows: list[Row], batch: int) -> list[list[Row]]:
+    return [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)] or [rows]
 
-    Warm-up first: one untimed pass over every distinct batch, because PyTorch pays a large one-off cost (seconds)
-    the first time it meets a new input shape, and dynamic padding makes several shapes. Each round then lasts
-    seconds / rounds (at least one batch). Other processes can only slow a round down, so the best round is the
-    figure; the median and every round are kept.
-    """
-    batches = [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)] or [rows]
-    for chunk in batches:
+
+def warm_up(candidate, rows: list[Row], batch: int) -> None:
+    """One untimed pass over every distinct batch: PyTorch pays a large one-off cost (seconds) the first time it
+    meets a new input shape, and dynamic padding makes several shapes."""
+    for chunk in batches_of(rows, batch):
         candidate(chunk)
-    per_round = []
+
+
+def measure_round(candidate, rows: list[Row], batch: int, seconds: float) -> dict:
+    """sequences/s of `candidate` over `rows` in batches of `batch` (cycled) for `seconds` (at least one batch);
+    `foreign_cpu` is the share of the machine other processes used meanwhile (perf.environment.ForeignCpu)."""
+    batches = batches_of(rows, batch)
     times: list[float] = []
     done = 0
-    i = 0
-    total_started = time.perf_counter()
-    for _ in range(max(1, rounds)):
-        round_done = 0
+    with ForeignCpu() as foreign:
         started = time.perf_counter()
-        while round_done == 0 or time.perf_counter() - started < seconds / max(1, rounds):
-            chunk = batches[i % len(batches)]
+        while done == 0 or time.perf_counter() - started < seconds:
+            chunk = batches[len(times) % len(batches)]
             t0 = time.perf_counter()
             results = candidate(chunk)
             times.append(time.perf_counter() - t0)
             if len(results) != len(chunk):
                 raise RuntimeError(f"{candidate.name}: {len(results)} results for {len(chunk)} rows")
-            round_done += len(chunk)
-            i += 1
-        per_round.append(round_done / (time.perf_counter() - started))
-        done += round_done
+            done += len(chunk)
+        elapsed = time.perf_counter() - started
     return {
         "batch": batch,
         "sequences": done,
-        "duration_s": round(time.perf_counter() - total_started, 3),
-        "seq_per_s": round(max(per_round), 3),
-        "seq_per_s_median": round(statistics.median(per_round), 3),
-        "rounds": [round(r, 3) for r in per_round],
+        "duration_s": round(elapsed, 3),
+        "seq_per_s": round(done / elapsed, 3),
         "batch_ms_median": round(statistics.median(times) * 1e3, 3),
+        "foreign_cpu": foreign.share,
         "failed": 0,
     }

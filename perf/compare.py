@@ -2,17 +2,18 @@
 
 Equal work per item: the same ~128-token texts (perf.inputs' seq128 profile, 100..128 tokens with special tokens),
 text in and decoded results out for every candidate, the same thread budget (`threads`: torch's intra-op threads
-for (a), onnxruntime's for (b), the server's ONNX runner as built for (c)), one after the other on the same machine,
-never concurrently. The server runs only during (c) (it is started after (a) and (b), and stopped before anything
-else runs), unless a running server's URL is given (smoke tests), which the results then say.
+for (a), onnxruntime's for (b); for (c) the server's ONNX runner as built: instances x threads), one after the other
+on the same machine, never concurrently. The server runs only during (c): each round starts it after (a) and (b)
+and stops it before the next round, unless a running server's URL is given (smoke tests), which the results say.
 
-(a) and (b) are measured at each batch size in `hf_batches` / `ort_batches` and the best is kept. (c) is the async
-client's closed-loop load, one text per call (online serving: the server's dynamic batcher makes the batches), at
-each concurrency in `concurrency`, best kept; and, when `bulk_rows` is set, "(c) bulk": `bulk_rows` texts per call
-(what `client.fill_mask(list)` / `client.map` do for bulk work) at each of `bulk_concurrency`, reported beside it.
-Every setting gets `seconds`, split into `rounds` rounds, and its best round counts (the machine may be shared:
-other processes only ever slow a round down; medians are kept too). Ratios of sequences/s: b/a, c/a, c/b (and
-c_bulk/a, c_bulk/b).
+(a) and (b) are measured at each batch size in `hf_batches` / `ort_batches`, the best kept. (c) is the async client's
+closed-loop load, one text per call (online serving: the server's dynamic batcher makes the batches), at each
+concurrency in `concurrency`, best kept; and, when `bulk_rows` is set, "(c) bulk": `bulk_rows` texts per call (what
+`client.fill_mask(list)` / `client.map` do for bulk work) at each of `bulk_concurrency`, reported beside it.
+Every setting is measured once per round for seconds / rounds; rounds are the outer loop, so a burst of load from
+other processes (the machine may be shared) hits one round of every candidate rather than all of one, and the best
+round of each setting counts (other processes only ever slow a round down). Medians, every round and the share of
+the CPU other processes took during each round are kept. Ratios of sequences/s: b/a, c/a, c/b (c_bulk/a, c_bulk/b).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import environment
-from .baselines import HfEager, OrtInt8, measure
+from .baselines import HfEager, OrtInt8, measure_round, warm_up
 from .inputs import seq128_rows, token_lengths
 from .load import LoadSettings, run_load
 from .serving import build_record, onnx_runner_settings, server_for
@@ -82,65 +83,74 @@ def _best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: r["seq_per_s"])
 
 
-def run_in_process(settings: CompareSettings, plan: dict[str, dict], log=print) -> dict[str, dict]:
-    """(a) and (b) for every task, best batch of each; models are freed before the next candidate loads."""
-    out: dict[str, dict] = {}
-    for task, p in plan.items():
-        out[task] = {}
-        for key, make, batches in (
-            ("a", lambda p=p, task=task: HfEager(task, p["checkpoint"], settings.threads), settings.hf_batches),
-            (
-                "b",
-                lambda p=p, task=task: OrtInt8(
-                    task, Path(p["runner"]["graph_path"]), p["checkpoint"], settings.threads
-                ),
-                settings.ort_batches,
-            ),
-        ):
-            candidate = make()
-            runs = []
-            for batch in batches:
-                load = environment.load_average()
-                run = measure(candidate, p["rows"], batch, settings.seconds, settings.rounds)
-                run["load_average_before"] = load
-                run["load_average_after"] = environment.load_average()
-                runs.append(run)
-                log(f"({key}) {candidate.name:28s} {task:20s} batch {batch:<3d} {run['seq_per_s']:8.2f} seq/s")
-            out[task][key] = {"candidate": candidate.name, "how": candidate.how, "best": _best(runs), "runs": runs}
-            del candidate
-            gc.collect()
+def _settings_of(settings: CompareSettings) -> list[tuple[str, int, int]]:
+    """(candidate key, rows per call, batch or concurrency) of every measured setting."""
+    out = [("a", b, 0) for b in settings.hf_batches] + [("b", b, 0) for b in settings.ort_batches]
+    out += [("c", 1, c) for c in settings.concurrency]
+    if settings.bulk_rows:
+        out += [("c_bulk", settings.bulk_rows, c) for c in settings.bulk_concurrency]
     return out
 
 
-def _triton_point(settings: CompareSettings, task: str, rows: list, url: str, concurrency: int, k: int) -> dict:
-    load = environment.load_average()
-    rounds = [
-        run_load(
-            LoadSettings(
-                task=task,
-                url=url,
-                concurrency=concurrency,
-                seconds=settings.seconds / max(1, settings.rounds),
-                rows_per_request=k,
-                warmup_s=min(2.0, settings.seconds) if r == 0 else 0.0,
-                profile="seq128",
-            ),
-            rows,
-        )
-        for r in range(max(1, settings.rounds))
-    ]
-    run = dict(_best(rounds))  # the best round, with its own server breakdown
-    run["rounds"] = [x["seq_per_s"] for x in rounds]
-    run["seq_per_s_median"] = statistics.median(run["rounds"])
-    run["failed"] = sum(x["failed"] for x in rounds)
-    run["errors"] = [e for x in rounds for e in x["errors"]][:5]
-    run["load_average_before"] = load
-    run["load_average_after"] = environment.load_average()
-    return run
+def load_candidates(settings: CompareSettings, plan: dict[str, dict]) -> dict[tuple[str, str], object]:
+    """(a) and (b) of every task, loaded once and kept for every round."""
+    out: dict[tuple[str, str], object] = {}
+    for task, p in plan.items():
+        out[(task, "a")] = HfEager(task, p["checkpoint"], settings.threads)
+        out[(task, "b")] = OrtInt8(task, Path(p["runner"]["graph_path"]), p["checkpoint"], settings.threads)
+    return out
 
 
-def run_triton(settings: CompareSettings, plan: dict[str, dict], url: str, log=print) -> dict[str, dict]:
-    """(c) for every task: the async client's closed loop at each concurrency, best kept (and the bulk variant)."""
+def run_in_process_round(
+    settings: CompareSettings, plan: dict, candidates: dict, warmed: set, log=print
+) -> dict[tuple[str, str, int], dict]:
+    """One round of (a) and (b) at every batch size; the first visit of a setting warms it up first."""
+    out = {}
+    for task, p in plan.items():
+        for key, batch, _ in (x for x in _settings_of(settings) if x[0] in ("a", "b")):
+            candidate = candidates[(task, key)]
+            if (task, key, batch) not in warmed:
+                warm_up(candidate, p["rows"], batch)
+                warmed.add((task, key, batch))
+            run = measure_round(candidate, p["rows"], batch, settings.seconds / max(1, settings.rounds))
+            out[(task, key, batch)] = run
+            label = f"({key}) {candidate.name}"
+            log(
+                f"{label:38s} {task:20s} batch {batch:<3d} {run['seq_per_s']:8.2f} seq/s "
+                f"(other processes: {100 * (run['foreign_cpu'] or 0):.0f}% CPU)"
+            )
+    return out
+
+
+def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print) -> dict[tuple[str, str, int], dict]:
+    """One round of (c) (and (c) bulk) at every concurrency, through the async client."""
+    out = {}
+    for task, p in plan.items():
+        for key, k, concurrency in (x for x in _settings_of(settings) if x[0].startswith("c")):
+            run = run_load(
+                LoadSettings(
+                    task=task,
+                    url=url,
+                    concurrency=concurrency,
+                    seconds=settings.seconds / max(1, settings.rounds),
+                    rows_per_request=k,
+                    warmup_s=1.0,
+                    profile="seq128",
+                ),
+                p["rows"],
+            )
+            out[(task, key, concurrency)] = run
+            label = f"({key}) Triton, {k} text(s)/call"
+            log(
+                f"{label:38s} {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} "
+                f"seq/s p50 {run['p50_ms'] or 0:.1f} p99 {run['p99_ms'] or 0:.1f} ms failed {run['failed']} "
+                f"(other processes: {100 * (run['foreign_cpu'] or 0):.0f}% CPU)"
+            )
+    return out
+
+
+def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict[str, dict]:
+    """Per task and candidate: every setting's best round (with all rounds' figures), and the best setting."""
     out: dict[str, dict] = {}
     for task, p in plan.items():
         r = p["runner"]
@@ -148,22 +158,33 @@ def run_triton(settings: CompareSettings, plan: dict[str, dict], url: str, log=p
             f"server: {r['graph']}, {r['instances']} instance(s) x {r['intra_op_threads']} ORT thread(s), dynamic "
             f"batching preferred {r['preferred_batch_sizes']}, queue delay {r['max_queue_delay_us']} us"
         )
-        modes = [("c", 1, settings.concurrency)]
-        if settings.bulk_rows:
-            modes.append(("c_bulk", settings.bulk_rows, settings.bulk_concurrency))
         out[task] = {}
-        for key, k, levels in modes:
+        for key in ("a", "b", "c", "c_bulk"):
             runs = []
-            for concurrency in levels:
-                run = _triton_point(settings, task, p["rows"], url, concurrency, k)
+            for k, rows_per_call, level in _settings_of(settings):
+                if k != key:
+                    continue
+                setting = level or rows_per_call
+                measured = [x[(task, key, setting)] for x in rounds if (task, key, setting) in x]
+                run = dict(_best(measured))
+                run["rounds"] = [x["seq_per_s"] for x in measured]
+                run["seq_per_s_median"] = round(statistics.median(run["rounds"]), 3)
+                run["foreign_cpu_rounds"] = [x.get("foreign_cpu") for x in measured]
+                run["failed"] = sum(x["failed"] for x in measured)
+                if key.startswith("c"):
+                    run["errors"] = [e for x in measured for e in x.get("errors", [])][:5]
                 runs.append(run)
-                log(
-                    f"({key}) Triton, {k} text(s)/call {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} "
-                    f"seq/s p50 {run['p50_ms'] or 0:.1f} p99 {run['p99_ms'] or 0:.1f} ms failed {run['failed']}"
-                )
+            if not runs:
+                continue
+            if key in ("a", "b"):
+                name, how = plan[task]["names"][key]
+            else:
+                k = 1 if key == "c" else settings.bulk_rows
+                name = f"Triton ensemble over gRPC, {k} text{'s' if k > 1 else ''}/call"
+                how = f"AsyncMobileBertClient, {k} text(s) per call, closed loop, no retries; {server}"
             out[task][key] = {
-                "candidate": f"Triton ensemble over gRPC, {k} text{'s' if k > 1 else ''}/call",
-                "how": f"AsyncMobileBertClient, {k} text(s) per call, closed loop, no retries; {server}",
+                "candidate": name,
+                "how": how,
                 "best": _best(runs),
                 "runs": runs,
                 "failed": sum(x["failed"] for x in runs),
@@ -175,10 +196,10 @@ def _ratio(x: float, y: float) -> float | None:
     return round(x / y, 3) if y else None
 
 
-def combine(settings: CompareSettings, plan: dict, in_process: dict, triton: dict) -> dict:
+def combine(settings: CompareSettings, plan: dict, measured: dict) -> dict:
     tasks = {}
     for task in plan:
-        entry = {"tokens": plan[task]["tokens"], "items": len(plan[task]["rows"]), **in_process[task], **triton[task]}
+        entry = {"tokens": plan[task]["tokens"], "items": len(plan[task]["rows"]), **measured[task]}
         rate = {k: entry[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk") if k in entry}
         entry["ratios"] = {"b/a": _ratio(rate["b"], rate["a"]), "c/a": _ratio(rate["c"], rate["a"])}
         entry["ratios"]["c/b"] = _ratio(rate["c"], rate["b"])
@@ -193,16 +214,34 @@ def combine(settings: CompareSettings, plan: dict, in_process: dict, triton: dic
     }
 
 
-def run_comparison(settings: CompareSettings, log=print, server_log: Path | None = None) -> dict:
-    """(a), (b), then (c) with its own server (or settings.server_url); returns the comparison section."""
+def run_comparison(settings: CompareSettings, log=print, server_log: Path | None = None, quiet=None) -> dict:
+    """`rounds` rounds of: (a) and (b) with no server running, then (c) with a freshly started server (or the running
+    `settings.server_url`). Rounds spread every candidate over the whole run, so a burst of load from other
+    processes hits one round of each, not all of one; the best round per setting counts. `quiet()`, when given, is
+    called before each phase (e.g. to wait for a quiet machine) and returns the load average it saw."""
     plan = prepare(settings)
     started = time.time()
-    in_process = run_in_process(settings, plan, log)
-    if settings.server_url:
-        triton = run_triton(settings, plan, settings.server_url, log)
-    else:
-        with server_for(settings.repository, list(plan), log_file=server_log) as server:
-            triton = run_triton(settings, plan, server.grpc_url, log)
-    result = combine(settings, plan, in_process, triton)
+    candidates = load_candidates(settings, plan)
+    for task in plan:
+        plan[task]["names"] = {key: (candidates[(task, key)].name, candidates[(task, key)].how) for key in ("a", "b")}
+    warmed: set = set()
+    rounds: list[dict] = []
+    loads: list[dict] = []
+    for r in range(max(1, settings.rounds)):
+        log(f"-- round {r + 1} of {settings.rounds}")
+        load_in_process = quiet() if quiet else environment.load_average()
+        measured = run_in_process_round(settings, plan, candidates, warmed, log)
+        load_server = quiet() if quiet else environment.load_average()
+        if settings.server_url:
+            measured.update(run_triton_round(settings, plan, settings.server_url, log))
+        else:
+            with server_for(settings.repository, list(plan), log_file=server_log) as server:
+                measured.update(run_triton_round(settings, plan, server.grpc_url, log))
+        rounds.append(measured)
+        loads.append({"round": r + 1, "before_in_process": load_in_process, "before_server": load_server})
+    del candidates
+    gc.collect()
+    result = combine(settings, plan, aggregate(settings, plan, rounds))
+    result["load_average_before"] = loads
     result["wall_s"] = round(time.time() - started, 1)
     return result

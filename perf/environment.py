@@ -150,12 +150,79 @@ def machine() -> dict:
     }
 
 
-def wait_for_quiet_machine(max_load: float, timeout_s: float, poll_s: float = 15.0, log=print) -> list[float]:
-    """Wait (up to timeout_s) until the 1-minute load average is <= max_load; returns the last load average."""
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks used so far) for every process readable in /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()  # after "pid (comm) "
+        try:
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+class ForeignCpu:
+    """How much CPU processes outside this process tree used during a measurement (the machine may be shared).
+
+    `share` = their CPU seconds / (wall seconds x cores): 0.0 means the measurement had the machine to itself; 0.5
+    means other processes took half of all cores meanwhile. Our own children (the server and its stubs, perf_analyzer)
+    are ours, not foreign. Processes that start and end within the measurement are not seen.
+    """
+
+    def __init__(self) -> None:
+        self.before: dict[int, tuple[int, int]] = {}
+        self.started = 0.0
+        self.share: float | None = None
+
+    def __enter__(self) -> ForeignCpu:
+        self.before = _process_table()
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = _process_table()
+        elapsed = time.monotonic() - self.started
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in after.items():
+            children.setdefault(ppid, []).append(pid)
+        ours, stack = set(), [os.getpid()]
+        while stack:
+            pid = stack.pop()
+            if pid not in ours:
+                ours.add(pid)
+                stack.extend(children.get(pid, []))
+        ticks = sum(t - self.before.get(pid, (0, 0))[1] for pid, (_, t) in after.items() if pid not in ours)
+        seconds = ticks / os.sysconf("SC_CLK_TCK")
+        self.share = round(seconds / (elapsed * (os.cpu_count() or 1)), 3) if elapsed > 0 else None
+
+
+def foreign_probe(seconds: float = 3.0) -> float | None:
+    """Share of the machine's CPU that processes outside this process tree use right now (sampled for `seconds`)."""
+    with ForeignCpu() as foreign:
+        time.sleep(seconds)
+    return foreign.share
+
+
+def wait_until_quiet(max_foreign: float, timeout_s: float, max_load: float | None = None, log=print) -> dict:
+    """Wait (up to timeout_s) until other processes use at most `max_foreign` of the CPU (a 3 s probe) and, when
+    given, the 1-minute load average is at most `max_load` (meaningful only before this process has worked: its own
+    load stays in the average for a minute or two). Returns what it saw last: {"load_average", "foreign_cpu"}."""
     deadline = time.monotonic() + timeout_s
-    load = load_average()
-    while load and load[0] > max_load and time.monotonic() < deadline:
-        log(f"load average {load[0]:.2f} > {max_load}: waiting for the machine to quieten")
-        time.sleep(poll_s)
+    while True:
         load = load_average()
-    return load
+        share = foreign_probe()
+        busy = (share is not None and share > max_foreign) or (max_load is not None and load and load[0] > max_load)
+        if not busy or time.monotonic() >= deadline:
+            if busy:
+                log(f"warning: still busy after {timeout_s:.0f}s (others {share:.0%} CPU, load {load}); going on")
+            return {"load_average": load, "foreign_cpu": share}
+        log(f"waiting for a quiet machine: other processes use {share:.0%} of the CPU, load average {load}")
+        time.sleep(10)

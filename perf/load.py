@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .environment import ForeignCpu
 from .inputs import Row, check_task
 from .serving import ensemble_models
 from .stats import percentiles_ms, server_breakdown, snapshot
@@ -111,7 +112,8 @@ async def run_load_async(settings: LoadSettings, rows: list[Row]) -> dict:
         if settings.warmup_s > 0:
             await loop.run(settings.warmup_s, None, record=False)
         before = await asyncio.to_thread(snapshot, settings.url, models)
-        elapsed = await loop.run(settings.seconds, settings.requests, record=True)
+        with ForeignCpu() as foreign:  # a server started by this process is ours, not foreign
+            elapsed = await loop.run(settings.seconds, settings.requests, record=True)
         after = await asyncio.to_thread(snapshot, settings.url, models)
     requests = len(loop.latencies)
     return {
@@ -128,6 +130,7 @@ async def run_load_async(settings: LoadSettings, rows: list[Row]) -> dict:
         "requests_per_s": round(requests / elapsed, 3) if elapsed else None,
         "seq_per_s": round(loop.sequences / elapsed, 3) if elapsed else None,
         **percentiles_ms(loop.latencies),
+        "foreign_cpu": foreign.share,
         "server": server_breakdown(before, after),
     }
 

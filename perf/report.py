@@ -27,6 +27,7 @@ POINT_COLUMNS = (
     "p99_ms",
     "mean_ms",
     "failed",
+    "foreign_cpu",
 )
 ROLES = ("tokenizer", "onnx", "post", "ensemble")
 BREAKDOWN_FIELDS = ("avg_batch", *(f"{s}_ms" for s in STAGES))
@@ -156,10 +157,25 @@ def markdown(results: dict) -> str:
                 tried = ", ".join(
                     f"{'concurrency' if key.startswith('c') else 'batch'} "
                     f"{r['concurrency'] if key.startswith('c') else r['batch']}: "
-                    f"{_f(r['seq_per_s'])} ({_f(r.get('seq_per_s_median'))})"
+                    f"{_f(r['seq_per_s'])} ({_f(r.get('seq_per_s_median'))}; {_pct(r.get('foreign_cpu'))})"
                     for r in t[key]["runs"]
                 )
-                lines.append(f"  - ({key.replace('_', ' ')}) {t[key]['how']}. seq/s, best round (median): {tried}")
+                lines.append(
+                    f"  - ({key.replace('_', ' ')}) {t[key]['how']}. seq/s best round (median; CPU share other "
+                    f"processes took during the best round): {tried}"
+                )
+        start = comparison.get("machine_at_start") or results.get("meta", {}).get("machine_at_start")
+        if start:
+            lines.append(
+                f"- Machine at the start: load average {start.get('load_average')}, other processes "
+                f"{_pct(start.get('foreign_cpu'))} of the CPU."
+            )
+        for phase in comparison.get("load_average_before", []):
+            if isinstance(phase, dict) and "round" in phase:
+                lines.append(
+                    f"- Round {phase['round']}: before (a)/(b) {_quiet(phase['before_in_process'])}; before (c) "
+                    f"{_quiet(phase['before_server'])}."
+                )
         if comparison.get("server_during_in_process"):
             lines.append("- Note: a server was running (idle) while (a) and (b) were measured.")
         lines.append("")
@@ -173,8 +189,8 @@ def markdown(results: dict) -> str:
             f"## {title}",
             "",
             "| task | profile | conc. | batch | seq/s | p50 ms | p90 ms | p99 ms | failed "
-            "| tokenizer ms | onnx queue ms | onnx infer ms | onnx rows/exec | post ms |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| tokenizer ms | onnx queue ms | onnx infer ms | onnx rows/exec | post ms | others' CPU |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for p in points:
             r = point_row(p)
@@ -184,16 +200,27 @@ def markdown(results: dict) -> str:
                 f"| {p['task']} | {p.get('profile', '')} | {p['concurrency']} | {p['batch']} | {_f(p['seq_per_s'])} | "
                 f"{_f(p['p50_ms'])} | {_f(p['p90_ms'])} | {_f(p['p99_ms'])} | {p['failed']} | {_f(tokenizer)} | "
                 f"{_f(r.get('onnx_queue_ms'))} | {_f(r.get('onnx_compute_infer_ms'))} | "
-                f"{_f(r.get('onnx_avg_batch'), 2)} | {_f(post)} |"
+                f"{_f(r.get('onnx_avg_batch'), 2)} | {_f(post)} | {_pct(p.get('foreign_cpu'))} |"
             )
         lines.append("")
     lines += [
         "Server columns come from Triton's statistics diffed around each point: per request, ms spent in the",
         "tokenizer (queue + compute), queued before the ONNX model, in its execute (the whole batch it ran in),",
-        "its rows per execute call (dynamic batching), and in the post-processing (queue + compute).",
+        'its rows per execute call (dynamic batching), and in the post-processing (queue + compute). "others\' CPU":',
+        "the share of the machine's CPU that processes outside this run took meanwhile (the machine may be shared).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def _quiet(seen: object) -> str:
+    if isinstance(seen, dict):
+        return f"load average {seen.get('load_average')}, other processes {_pct(seen.get('foreign_cpu'))} CPU"
+    return f"load average {seen}"
 
 
 def _sum(row: dict, prefix: str) -> float | None:

@@ -1,10 +1,12 @@
 """The full perf run (`python -m perf sweep`, what `make bench` calls): nothing is built here.
 
-1. (a) transformers eager and (b) onnxruntime INT8 in-process on ~128-token texts, no server running;
-2. the server (only the measured tasks' models, free ports), then (c) the async client on the same texts, perf_analyzer
-   sweeps over realistic corpus text (and the ~128-token texts), the async client over corpus text;
+1. the comparison (perf.compare): rounds of (a) transformers eager and (b) onnxruntime INT8 in-process with no server
+   running, then (c) the async client against a freshly started server, all on the same ~128-token texts;
+2. the server again (only the measured tasks' models, free ports): perf_analyzer sweeps over realistic corpus text
+   and the ~128-token texts, the async client over corpus text;
 3. the report: results.json, points.csv, comparison.csv, results.md, PNG plots.
-Before each phase it waits (up to `wait_s`) for the 1-minute load average to drop to `max_load`, and records it.
+Before it starts it waits (up to `wait_s`) for the 1-minute load average to drop to `max_load`; before each phase,
+until other processes use at most `max_foreign` of the CPU; what it saw is recorded with the results.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from . import environment
 from .analyzer import AnalyzerSettings, run_analyzer
-from .compare import CompareSettings, combine, prepare, run_in_process, run_triton
+from .compare import CompareSettings, prepare, run_comparison
 from .inputs import corpus_rows
 from .load import run_load_sweep
 from .serving import server_for
@@ -36,29 +38,29 @@ class SweepSettings:
     interval_ms: int = 4000
     load_concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     load_seconds: float = 8.0
-    max_load: float = 1.5
+    max_load: float = 1.5  # 1-minute load average before the run starts
+    max_foreign: float = 0.15  # share of the CPU other processes may use when a phase starts
     wait_s: float = 600.0
 
 
-def quiet(settings: SweepSettings, phase: str, log) -> list[float]:
-    load = environment.wait_for_quiet_machine(settings.max_load, settings.wait_s, log=log)
-    if load and load[0] > settings.max_load:
-        log(f"warning: starting {phase} at load average {load[0]:.2f} (> {settings.max_load}); figures may be low")
-    return load
+def quiet(settings: SweepSettings, log, first: bool = False) -> dict:
+    return environment.wait_until_quiet(
+        settings.max_foreign, settings.wait_s, max_load=settings.max_load if first else None, log=log
+    )
 
 
 def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
     c = settings.compare
     plan = prepare(c)  # fails early, with the build command, when the repository is not built
     started = time.time()
-    loads = {"in_process": quiet(settings, "(a)/(b)", log)}
-    in_process = run_in_process(c, plan, log)
-    loads["server"] = quiet(settings, "the server runs", log)
+    at_start = quiet(settings, log, first=True)
+    comparison = run_comparison(c, log, server_log=Path(out) / "tritonserver.log", quiet=lambda: quiet(settings, log))
+    comparison["machine_at_start"] = at_start
+    load_before_server = quiet(settings, log)
     analyzer_points: list[dict] = []
     load_points: list[dict] = []
     with server_for(c.repository, list(plan), log_file=Path(out) / "tritonserver.log") as server:
         url = server.grpc_url
-        triton = run_triton(c, plan, url, log)
         for task, p in plan.items():
             for profile, batch, levels in settings.analyzer_plan:
                 rows = corpus_rows(task) if profile == "corpus" else p["rows"]
@@ -80,14 +82,13 @@ def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
                 seconds=settings.load_seconds,
                 profile="corpus",
             )
-    comparison = combine(c, plan, in_process, triton)
-    comparison["load_average_before"] = loads
     return {
         "comparison": comparison,
         "analyzer": analyzer_points,
         "load": load_points,
         "sweep": {
             "analyzer_plan": [list(x) for x in settings.analyzer_plan],
+            "load_average_before_sweeps": load_before_server,
             **{k: v for k, v in asdict(settings).items() if k not in ("compare", "analyzer_plan")},
         },
         "wall_s": round(time.time() - started, 1),

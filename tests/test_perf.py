@@ -14,7 +14,7 @@ import pytest
 from perf import environment
 from perf.__main__ import main as perf_main
 from perf.analyzer import AnalyzerSettings, run_analyzer
-from perf.compare import CompareSettings, combine, prepare, run_in_process, run_triton
+from perf.compare import CompareSettings, prepare, run_comparison
 from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
 from perf.load import LoadSettings, run_load
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
@@ -79,9 +79,7 @@ def comparison(built_repository, triton_server) -> dict:
         bulk_concurrency=[2],
         server_url=triton_server.grpc_url,
     )
-    plan = prepare(settings)
-    in_process = run_in_process(settings, plan, log=lambda _: None)
-    return combine(settings, plan, in_process, run_triton(settings, plan, triton_server.grpc_url, log=lambda _: None))
+    return run_comparison(settings, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")
