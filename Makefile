@@ -63,10 +63,13 @@ soak: setup
 export: setup
 	$(PY) -m export --demo
 
+# Outside CI: model_def vs transformers, export speed, batching, then the full serving sweep (perf/).
 bench: setup
 	$(PY) benchmarks/bench_model_def.py
-	$(PY) -m export --demo --task fill_mask --task question_answering
+	$(PY) -m deploy build --demo
 	$(PY) benchmarks/bench_export.py
+	$(PY) benchmarks/bench_batching.py
+	$(PY) -m perf sweep --repository triton_repo --out artifacts/perf/sweep
 
 clean:
 	rm -rf $(VENV) artifacts build *.egg-info .pytest_cache .ruff_cache
