@@ -163,6 +163,7 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
                 "stable": attempt == 0,
                 "wall_s": round(elapsed, 2),
                 "foreign_cpu": foreign.share,
+                "steal_cpu": foreign.steal,
                 "server": breakdown,
                 "raw_csv": csv_path.name,
             }

@@ -205,5 +205,6 @@ def measure_round(candidate, rows: list[Row], batch: int, seconds: float) -> dic
         "seq_per_s": round(done / elapsed, 3),
         "batch_ms_median": round(statistics.median(times) * 1e3, 3),
         "foreign_cpu": foreign.share,
+        "steal_cpu": foreign.steal,
         "failed": 0,
     }

@@ -169,26 +169,41 @@ def _process_table() -> dict[int, tuple[int, int]]:
     return table
 
 
+def _steal_ticks() -> int | None:
+    """CPU ticks the hypervisor gave to other guests (the `steal` column of /proc/stat), summed over CPUs."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 class ForeignCpu:
     """How much CPU processes outside this process tree used during a measurement (the machine may be shared).
 
     `share` = their CPU seconds / (wall seconds x cores): 0.0 means the measurement had the machine to itself; 0.5
     means other processes took half of all cores meanwhile. Our own children (the server and its stubs, perf_analyzer)
-    are ours, not foreign. Processes that start and end within the measurement are not seen.
+    are ours, not foreign. Processes that start and end within the measurement are not seen. `steal` is the same
+    share for the time a hypervisor ran other virtual machines on our CPUs (0.0 on bare metal).
     """
 
     def __init__(self) -> None:
         self.before: dict[int, tuple[int, int]] = {}
+        self.steal_before: int | None = None
         self.started = 0.0
         self.share: float | None = None
+        self.steal: float | None = None
 
     def __enter__(self) -> ForeignCpu:
         self.before = _process_table()
+        self.steal_before = _steal_ticks()
         self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         after = _process_table()
+        steal_after = _steal_ticks()
         elapsed = time.monotonic() - self.started
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in after.items():
@@ -201,7 +216,10 @@ class ForeignCpu:
                 stack.extend(children.get(pid, []))
         ticks = sum(t - self.before.get(pid, (0, 0))[1] for pid, (_, t) in after.items() if pid not in ours)
         seconds = ticks / os.sysconf("SC_CLK_TCK")
-        self.share = round(seconds / (elapsed * (os.cpu_count() or 1)), 3) if elapsed > 0 else None
+        capacity = elapsed * (os.cpu_count() or 1)
+        self.share = round(seconds / capacity, 3) if elapsed > 0 else None
+        if elapsed > 0 and steal_after is not None and self.steal_before is not None:
+            self.steal = round((steal_after - self.steal_before) / os.sysconf("SC_CLK_TCK") / capacity, 3)
 
 
 def foreign_probe(seconds: float = 3.0) -> float | None:

@@ -131,6 +131,7 @@ async def run_load_async(settings: LoadSettings, rows: list[Row]) -> dict:
         "seq_per_s": round(loop.sequences / elapsed, 3) if elapsed else None,
         **percentiles_ms(loop.latencies),
         "foreign_cpu": foreign.share,
+        "steal_cpu": foreign.steal,
         "server": server_breakdown(before, after),
     }
 
