@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from deploy.server import ServerError
+
 from . import environment
 from .analyzer import AnalyzerSettings, PerfAnalyzerError, run_analyzer
 from .compare import TASKS, CompareSettings, run_comparison
@@ -178,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                             request_count=args.request_count,
                             profile=args.profile,
                         )
-                        results.setdefault("analyzer", []).extend(run_analyzer(settings, rows, out / "perf_analyzer"))
+                        results.setdefault("analyzer", []).extend(
+                            run_analyzer(
+                                settings, rows, out / "perf_analyzer", errors=results.setdefault("analyzer_errors", [])
+                            )
+                        )
                     else:
                         results.setdefault("load", []).extend(
                             run_load_sweep(
@@ -209,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                 max_foreign=args.max_foreign,
                 wait_s=args.wait,
             )
-            results.update(run_sweep(settings, out))
+            results.update(
+                run_sweep(settings, out, save=lambda partial: write_report(out, {**results, **partial}, plots=False))
+            )
         meta["load_average_after"] = environment.load_average()
         files = write_report(out, results, plots=not args.no_plots)
-    except (RepositoryNotBuilt, PerfAnalyzerUnavailable, PerfAnalyzerError, ValueError) as exc:
+    except (RepositoryNotBuilt, PerfAnalyzerUnavailable, PerfAnalyzerError, ServerError, ValueError) as exc:
         print(f"perf {args.command} failed: {exc}", file=sys.stderr)
         return 1
     print()
@@ -224,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"FAILED REQUESTS: {failed}", file=sys.stderr)
         return 2
+    if results.get("analyzer_errors"):
+        print(f"{len(results['analyzer_errors'])} perf_analyzer point(s) could not be measured", file=sys.stderr)
+        return 3
     return 0
 
 

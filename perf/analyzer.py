@@ -64,7 +64,7 @@ class AnalyzerSettings:
     stability_percent: int = 15
     max_trials: int = 6
     request_count: int | None = None  # windows of this many requests instead of measurement_interval_ms
-    fallback_stability_percent: int = 60  # re-measure with this when the stabilisation fails
+    fallback_stability_percent: int = 60  # re-measure with this when the stabilisation fails (then with any 3 windows)
     profile: str = "corpus"  # input length profile (perf.inputs), recorded with the results
     timeout_s: float = 600.0
 
@@ -126,7 +126,8 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
     workdir.mkdir(parents=True, exist_ok=True)
     models = ensemble_models(settings.task)
     stem = f"{settings.task}_c{concurrency}_b{batch}"
-    attempts = [settings.stability_percent, settings.fallback_stability_percent]
+    # the last attempt accepts any three windows: a figure, marked unstable, rather than none
+    attempts = [settings.stability_percent, settings.fallback_stability_percent, 1000]
     outputs = []
     for attempt, stability in enumerate(attempts):
         csv_path = workdir / f"{stem}.csv"
@@ -179,15 +180,31 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
     )
 
 
-def run_analyzer(settings: AnalyzerSettings, rows: list[Row], workdir: Path, log=print) -> list[dict]:
-    """Every (batch, concurrency) point of the sweep, in order; writes the input data file into `workdir`."""
+def run_analyzer(
+    settings: AnalyzerSettings, rows: list[Row], workdir: Path, log=print, errors: list[dict] | None = None
+) -> list[dict]:
+    """Every (batch, concurrency) point of the sweep, in order; writes the input data file into `workdir`.
+
+    With `errors` given, a point perf_analyzer cannot measure is appended there (and logged) instead of raising, so
+    one bad point does not lose a long sweep.
+    """
     check_perf_analyzer()
     workdir = Path(workdir)
     data = write_analyzer_data(rows, workdir / f"{settings.task}_{settings.profile}_input.json")
     points = []
     for batch in settings.batch_sizes:
         for concurrency in settings.concurrency:
-            point = run_point(settings, data, workdir, concurrency, batch)
+            try:
+                point = run_point(settings, data, workdir, concurrency, batch)
+            except PerfAnalyzerError as exc:
+                if errors is None:
+                    raise
+                log(f"perf_analyzer {settings.task:20s} c={concurrency:<3d} b={batch:<3d} NOT MEASURED: {exc}")
+                errors.append(
+                    {"task": settings.task, "profile": settings.profile, "concurrency": concurrency, "batch": batch}
+                    | {"error": str(exc)}
+                )
+                continue
             note = (
                 ""
                 if point["stable"]
@@ -196,7 +213,7 @@ def run_analyzer(settings: AnalyzerSettings, rows: list[Row], workdir: Path, log
             log(
                 f"perf_analyzer {settings.task:20s} c={concurrency:<3d} b={batch:<3d} {point['seq_per_s']:8.1f} seq/s "
                 f"p50 {point['p50_ms']:7.1f} p90 {point['p90_ms']:7.1f} p99 {point['p99_ms']:7.1f} ms "
-                f"failed {point['failed']}{note}"
+                f"failed {point['failed']} (other processes: {100 * (point['foreign_cpu'] or 0):.0f}% CPU){note}"
             )
             points.append(point)
     return points

@@ -218,7 +218,7 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
     """`rounds` rounds of: (a) and (b) with no server running, then (c) with a freshly started server (or the running
     `settings.server_url`). Rounds spread every candidate over the whole run, so a burst of load from other
     processes hits one round of each, not all of one; the best round per setting counts. `quiet()`, when given, is
-    called before each phase (e.g. to wait for a quiet machine) and returns the load average it saw."""
+    called before each phase (e.g. to wait for a quiet machine); what it returns is recorded per round."""
     plan = prepare(settings)
     started = time.time()
     candidates = load_candidates(settings, plan)

@@ -150,7 +150,7 @@ def run_load_sweep(
         log(
             f"async client   {task:20s} c={c:<3d} b={point['batch']:<3d} {point['seq_per_s']:8.1f} seq/s "
             f"p50 {point['p50_ms'] or 0:7.1f} p90 {point['p90_ms'] or 0:7.1f} p99 {point['p99_ms'] or 0:7.1f} ms "
-            f"failed {point['failed']}"
+            f"failed {point['failed']} (other processes: {100 * (point['foreign_cpu'] or 0):.0f}% CPU)"
         )
         points.append(point)
     return points

@@ -203,7 +203,13 @@ def markdown(results: dict) -> str:
                 f"{_f(r.get('onnx_avg_batch'), 2)} | {_f(post)} | {_pct(p.get('foreign_cpu'))} |"
             )
         lines.append("")
+    for e in results.get("analyzer_errors") or []:
+        lines.append(
+            f"- perf_analyzer could not measure {e['task']} ({e['profile']}) at concurrency "
+            f"{e['concurrency']}, batch {e['batch']}: {e['error'].splitlines()[-1]}"
+        )
     lines += [
+        "",
         "Server columns come from Triton's statistics diffed around each point: per request, ms spent in the",
         "tokenizer (queue + compute), queued before the ONNX model, in its execute (the whole batch it ran in),",
         'its rows per execute call (dynamic batching), and in the post-processing (queue + compute). "others\' CPU":',

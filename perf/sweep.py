@@ -49,16 +49,22 @@ def quiet(settings: SweepSettings, log, first: bool = False) -> dict:
     )
 
 
-def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
+def run_sweep(settings: SweepSettings, out: Path, log=print, save=None) -> dict:
+    """The whole run; `save(results)`, when given, is called with the results so far after each phase."""
     c = settings.compare
     plan = prepare(c)  # fails early, with the build command, when the repository is not built
     started = time.time()
     at_start = quiet(settings, log, first=True)
     comparison = run_comparison(c, log, server_log=Path(out) / "tritonserver.log", quiet=lambda: quiet(settings, log))
     comparison["machine_at_start"] = at_start
-    load_before_server = quiet(settings, log)
     analyzer_points: list[dict] = []
+    analyzer_errors: list[dict] = []
     load_points: list[dict] = []
+    results = {"comparison": comparison, "analyzer": analyzer_points, "load": load_points}
+    results["analyzer_errors"] = analyzer_errors
+    if save:
+        save(results)
+    load_before_server = quiet(settings, log)
     with server_for(c.repository, list(plan), log_file=Path(out) / "tritonserver.log") as server:
         url = server.grpc_url
         for task, p in plan.items():
@@ -72,7 +78,11 @@ def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
                     measurement_interval_ms=settings.interval_ms,
                     profile=profile,
                 )
-                analyzer_points += run_analyzer(analyzer, rows, Path(out) / "perf_analyzer", log=log)
+                analyzer_points += run_analyzer(
+                    analyzer, rows, Path(out) / "perf_analyzer", log=log, errors=analyzer_errors
+                )
+                if save:
+                    save(results)
             load_points += run_load_sweep(
                 task,
                 url,
@@ -83,9 +93,7 @@ def run_sweep(settings: SweepSettings, out: Path, log=print) -> dict:
                 profile="corpus",
             )
     return {
-        "comparison": comparison,
-        "analyzer": analyzer_points,
-        "load": load_points,
+        **results,
         "sweep": {
             "analyzer_plan": [list(x) for x in settings.analyzer_plan],
             "load_average_before_sweeps": load_before_server,
