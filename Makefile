@@ -63,12 +63,13 @@ soak: setup
 export: setup
 	$(PY) -m export --demo
 
-# Outside CI: model_def vs transformers, export speed, batching, then the full serving sweep (perf/).
+# Outside CI: model_def vs transformers, export speed, batching, runner config variants, then the full serving sweep.
 bench: setup
 	$(PY) benchmarks/bench_model_def.py
 	$(PY) -m deploy build --demo
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_batching.py
+	$(PY) -m perf tune --repository triton_repo --out artifacts/perf/tune
 	$(PY) -m perf sweep --repository triton_repo --out artifacts/perf/sweep
 
 clean:

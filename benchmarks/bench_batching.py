@@ -1,8 +1,9 @@
 """How batch size and sequence length move onnxruntime INT8 throughput: the measurements behind the batching config.
 
-For the full-size INT8-dynamic graphs (fill_mask, question_answering), 2 intra-op threads (the runner's setting),
-sequences/s at batch 1, 2, 4, 8, 16, 32 for each length bucket 32 and 128, rounds interleaved. The README's
-"Batching" section quotes this table: it decides max_batch_size, the preferred batch sizes and the queue delay.
+For the full-size INT8-dynamic graphs (fill_mask, question_answering), one onnxruntime session with 1 and with 2
+intra-op threads, sequences/s at batch 1, 2, 4, 8, 16, 32 for each length bucket 32 and 128, rounds
+interleaved. The README's "Batching choices" section quotes this table: it decides max_batch_size, the preferred
+batch sizes, the queue delay and the instances x threads split.
 
     python benchmarks/bench_batching.py --onnx artifacts/onnx
 """
@@ -39,29 +40,33 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["fill_mask", "question_answering"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts to compare")
     parser.add_argument("--json", type=Path, default=Path("artifacts/bench_batching.json"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
     for task in args.tasks:
-        sess = session(graph_paths(args.onnx, task, "int8-dynamic")[0], args.threads)
+        sessions = {t: session(graph_paths(args.onnx, task, "int8-dynamic")[0], t) for t in args.threads}
         feeds = {(b, n): inputs(b, n, rng) for b in BATCHES for n in LENGTHS}
-        samples: dict[str, list[float]] = {f"{b}x{n}": [] for b, n in feeds}
+        samples = {(t, f"{b}x{n}"): [] for t in sessions for b, n in feeds}
         for _ in range(args.rounds):
-            for (b, n), feed in feeds.items():
-                sess.run(None, feed)
-                count, start = 0, time.perf_counter()
-                while time.perf_counter() - start < args.seconds:
+            for threads, sess in sessions.items():
+                for (b, n), feed in feeds.items():
                     sess.run(None, feed)
-                    count += 1
-                samples[f"{b}x{n}"].append(count * b / (time.perf_counter() - start))
-        results[task] = {k: statistics.median(v) for k, v in samples.items()}
-    print(f"sequences/s, INT8-dynamic, {args.threads} threads (median of {args.rounds} interleaved rounds)")
-    for task, figures in results.items():
-        print(f"\n{task}\n{'batch':>6s} " + " ".join(f"{'seq ' + str(n):>9s}" for n in LENGTHS))
+                    count, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < args.seconds:
+                        sess.run(None, feed)
+                        count += 1
+                    samples[threads, f"{b}x{n}"].append(count * b / (time.perf_counter() - start))
+        results[task] = {
+            f"{t}t": {k: statistics.median(v) for (tt, k), v in samples.items() if tt == t} for t in sessions
+        }
+    print(f"sequences/s of one session, INT8-dynamic (median of {args.rounds} interleaved rounds)")
+    for task, by_threads in results.items():
+        head = " ".join(f"{f'{t} seq {n}':>12s}" for t in by_threads for n in LENGTHS)
+        print(f"\n{task}\n{'batch':>6s} {head}")
         for b in BATCHES:
-            print(f"{b:6d} " + " ".join(f"{figures[f'{b}x{n}']:9.1f}" for n in LENGTHS))
+            print(f"{b:6d} " + " ".join(f"{fig[f'{b}x{n}']:12.1f}" for fig in by_threads.values() for n in LENGTHS))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -67,7 +67,9 @@ class BatchingSettings:
     """Batch sizes and the dynamic batcher of the ONNX model step (see README: how these were chosen)."""
 
     max_batch_size: int = 64
-    preferred_batch_sizes: tuple[int, ...] = (8, 16)
+    # 4/8 rather than 8/16: with two runner instances a batch of 4 goes to the idle instance instead of waiting to
+    # grow (measured +2-6% end to end, README "Tuning"); 1-thread sessions gain little beyond batch 8 (bench_batching).
+    preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
 
     def __post_init__(self) -> None:
@@ -85,8 +87,13 @@ class CpuSettings:
     """The default profile: the pip-installed server, graphs run by onnxruntime inside a Python-backend runner."""
 
     graph_flavour: str = "int8-dynamic"
-    intra_op_threads: int = 2  # instances x threads <= cores: oversubscription costs far more than it gains
-    instances: int = 1
+    # instances x threads = cores. Two single-thread instances beat one two-thread instance by ~15% end to end on
+    # 2 cores (README "Tuning"): a 1-thread session never waits at a thread-pool barrier for a core the tokenizer,
+    # post-processing or gRPC took, and the two instances overlap one batch's Python work with the other's compute.
+    intra_op_threads: int = 1
+    instances: int = 2
+    # Run each batch at its real length, not the bucket's (onnx_runner.py): fewer wasted columns, same results.
+    trim_padding: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,7 @@ def onnx_cpu_config(
         _dynamic_batching(config, batching)
     config.parameters["graph"].string_value = graph_file
     config.parameters["intra_op_threads"].string_value = str(cpu.intra_op_threads)
+    config.parameters["trim_padding"].string_value = "true" if cpu.trim_padding else "false"
     for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
         config.parameters[key].string_value = str(value)
     return config

@@ -30,6 +30,7 @@ import torch
 import model_def
 from model_def import CheckpointError, MissingWeightsError, MobileBertModel, MobileBertTokenizer
 
+from .attention_fusion import fuse_attention
 from .errors import ExportError
 from .folding import FoldedEncoder, fold_blockers, fold_encoder
 from .heads import FILL_MASK_MAX_MASKS, FILL_MASK_TOP_K, HEAD_SPECS, INPUT_NAMES, HeadSpec
@@ -51,7 +52,16 @@ logger = logging.getLogger(__name__)
 
 FLAVOURS = ("fp32", "int8-dynamic", "int8-qdq")
 MANIFEST_VERSION = 1
-_CODE_FILES = ("folding.py", "heads.py", "onnx_export.py", "simplify.py", "quantize.py", "pipeline.py", "validate.py")
+_CODE_FILES = (
+    "attention_fusion.py",
+    "folding.py",
+    "heads.py",
+    "onnx_export.py",
+    "simplify.py",
+    "quantize.py",
+    "pipeline.py",
+    "validate.py",
+)
 
 
 @dataclass
@@ -171,6 +181,7 @@ class Manifest:
     fp32_nodes: dict[str, dict] = field(default_factory=dict)
     simplification: dict = field(default_factory=dict)
     folding: dict = field(default_factory=dict)
+    attention_fusion: dict = field(default_factory=dict)  # int8-dynamic: fused attention count, what was left alone
     serving: dict = field(default_factory=dict)
     seconds: float = 0.0
     manifest_version: int = MANIFEST_VERSION
@@ -371,11 +382,25 @@ def export_head(
         started = time.perf_counter()
         graph_path, manifest_path = graph_paths(out_dir, task, flavour)
         kept: dict[str, dict] = {}
+        fusion: dict = {}
         flavour_settings: dict = {"export": settings.cache_dict()}
         if flavour == "int8-dynamic":
             step("quantize int8-dynamic")
             kept = fp32_nodes(fp32_model, scopes, settings.dynamic.fp32_scopes, settings.dynamic.op_types)
-            quantize_dynamic_graph(fp32_path, graph_path, settings.dynamic, kept)
+            source = fp32_path
+            if settings.dynamic.fuse_attention:
+                step("fuse attention")
+                fused, report = fuse_attention(fp32_model, model.config.num_attention_heads)
+                fusion = report.to_dict()
+                if report.fused:
+                    source = graph_path.with_name(graph_path.name + ".fused-fp32.tmp")
+                    onnx.save_model(fused, str(source))
+                del fused
+            try:
+                quantize_dynamic_graph(source, graph_path, settings.dynamic, kept)
+            finally:
+                if source != fp32_path:
+                    source.unlink(missing_ok=True)
         elif flavour == "int8-qdq":
             step("calibrate + quantize int8-qdq")
             if calibration is None:
@@ -405,6 +430,7 @@ def export_head(
             settings=flavour_settings,
             validation=figures.to_dict(),
             fp32_nodes=kept,
+            attention_fusion=fusion,
             seconds=round(time.perf_counter() - started, 2),
         )
         try:

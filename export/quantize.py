@@ -51,8 +51,11 @@ class DynamicSettings:
     reduce_range: bool = False
     weight_type: str = "QInt8"
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
+    # Attention: the fused self-attention node (export/attention_fusion.py) becomes QAttention.
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather", "Attention")
     fp32_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FP32_SCOPES))
+    # One com.microsoft Attention node per layer instead of ~15 nodes (export/attention_fusion.py).
+    fuse_attention: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

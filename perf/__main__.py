@@ -4,6 +4,7 @@
   python -m perf load     --repository triton_repo --task question_answering --concurrency 1,4,16 --seconds 10
   python -m perf compare  --repository triton_repo          # (a) HF eager, (b) ORT INT8 in-process, (c) Triton
   python -m perf sweep    --repository triton_repo          # everything (make bench)
+  python -m perf tune     --repository triton_repo          # runner config variants side by side
 
 `analyzer` and `load` start a server for the repository on free ports, or use `--url host:port` of a running one.
 Results: artifacts/perf/<time>-<command>/ (or --out): results.json, points.csv, comparison.csv, results.md, PNGs.
@@ -30,6 +31,7 @@ from .load import run_load_sweep
 from .report import write_report
 from .serving import RepositoryNotBuilt, build_record, onnx_runner_settings, server_for
 from .sweep import DEFAULT_ANALYZER_PLAN, QUICK_ANALYZER_PLAN, SweepSettings, run_sweep
+from .tune import DEFAULT_VARIANTS, run_tuning
 
 
 def _ints(text: str) -> list[int]:
@@ -72,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--rows-per-request", type=int, default=1)
     load.add_argument("--profile", choices=PROFILES, default="corpus")
 
+    tune = sub.add_parser("tune", help="the same text load against variants of the runner config, rounds interleaved")
+    common(tune, TASKS, list(TASKS))
+    tune.add_argument("--variant", action="append", choices=[v.name for v in DEFAULT_VARIANTS], help="default: all")
+    tune.add_argument("--concurrency", type=_ints, default=[8, 16, 32])
+    tune.add_argument("--seconds", type=float, default=8.0, help="per concurrency level")
+    tune.add_argument("--rounds", type=int, default=2, help="rounds per variant; the best counts")
+    tune.add_argument("--profile", choices=PROFILES, default="seq128")
+    tune.add_argument("--max-foreign", type=float, default=0.15, help="before each variant: wait for a quiet machine")
+    tune.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
+
     for name, text in (
         ("compare", "(a) transformers eager, (b) onnxruntime INT8 in-process, (c) Triton over gRPC, at ~128 tokens"),
         ("sweep", "everything: the comparison, perf_analyzer and client sweeps, one report (make bench)"),
@@ -83,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rounds", type=int, default=3, help="rounds per setting; the best counts")
         p.add_argument("--items", type=int, default=64, help="distinct texts per task")
         p.add_argument("--hf-batch", type=_ints, default=[1, 8], help="batch sizes tried for (a)")
-        p.add_argument("--ort-batch", type=_ints, default=[1, 8], help="batch sizes tried for (b)")
+        p.add_argument("--ort-batch", type=_ints, default=[1, 8, 16], help="batch sizes tried for (b)")
+        p.add_argument(
+            "--ort-sessions",
+            type=_ints,
+            default=[1],
+            help="(b) session layouts: sessions sharing the thread budget (the served layout is added)",
+        )
         p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="(c) concurrency levels, 1 text/call")
         p.add_argument("--bulk-rows", type=int, default=8, help="(c bulk): texts per call; 0: skip")
         p.add_argument("--bulk-concurrency", type=_ints, default=[2, 4], help="(c bulk) concurrency levels")
@@ -150,6 +168,7 @@ def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSett
         rounds=args.rounds,
         hf_batches=args.hf_batch,
         ort_batches=args.ort_batch,
+        ort_sessions=args.ort_sessions,
         concurrency=args.concurrency,
         bulk_rows=args.bulk_rows or None,
         bulk_concurrency=args.bulk_concurrency,
@@ -198,6 +217,24 @@ def main(argv: list[str] | None = None) -> int:
                                 profile=args.profile,
                             )
                         )
+        elif args.command == "tune":
+            rows = {
+                t: make_rows(t, args.profile, _tokenizer(args, t) if args.profile == "seq128" else None) for t in tasks
+            }
+            variants = tuple(v for v in DEFAULT_VARIANTS if not args.variant or v.name in args.variant)
+            results["tuning"] = run_tuning(
+                args.repository,
+                tasks,
+                rows,
+                out,
+                variants=variants,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                rounds=args.rounds,
+                profile=args.profile,
+                max_foreign=args.max_foreign,
+                wait_s=args.wait,
+            )
         elif args.command == "compare":
             meta["machine_at_start"] = environment.wait_until_quiet(args.max_foreign, args.wait, args.max_load)
             results["comparison"] = run_comparison(
@@ -227,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     print(files["markdown"].read_text(encoding="utf-8"))
     print(f"results in {out}/: " + ", ".join(sorted(p.name for p in files.values())))
     failed = sum(p.get("failed", 0) for key in ("analyzer", "load") for p in results.get(key, []))
+    for row in (results.get("tuning") or {}).get("variants", []):
+        failed += sum(t["failed"] for t in row["tasks"].values())
     for t in (results.get("comparison") or {}).get("tasks", {}).values():
         failed += sum(t[k]["failed"] for k in ("c", "c_bulk") if k in t)
     if failed:

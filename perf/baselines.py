@@ -16,8 +16,10 @@ in batches for a given time and reports sequences/s; `warm_up` runs it once over
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,28 +114,46 @@ class OrtInt8:
 
     name = "onnxruntime INT8 in-process"
 
-    def __init__(self, task: str, graph: Path, checkpoint: Path, threads: int) -> None:
+    def __init__(self, task: str, graph: Path, checkpoint: Path, threads: int, sessions: int = 1) -> None:
         from export.pipeline import session
         from model_def import MobileBertTokenizer
 
         if task not in ("fill_mask", "question_answering"):
             raise ValueError(f"no in-process onnxruntime baseline for task {task!r}")
+        if sessions < 1 or threads % sessions:
+            raise ValueError(f"{threads} threads do not split over {sessions} sessions")
         self.task = task
-        self.session = session(Path(graph), threads)
+        # `sessions` sessions of threads/sessions intra-op threads each, each batch split across worker threads
+        # (onnxruntime releases the GIL while it runs): the in-process twin of N runner instances x M threads.
+        self.sessions = [session(Path(graph), threads // sessions) for _ in range(sessions)]
+        self.session = self.sessions[0]
+        self.pool = ThreadPoolExecutor(sessions) if sessions > 1 else None
+        self.layout = f"{sessions} x {threads // sessions} thread{'s' if threads // sessions > 1 else ''}"
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.tokenizer = MobileBertTokenizer.from_pretrained(checkpoint)
-        self.decoder = self.tokenizer.backend  # tokenizers.Tokenizer, as the post-processing model uses
+        self.tokenizers = [MobileBertTokenizer.from_pretrained(checkpoint) for _ in range(sessions)]
+        self.decoder = self.tokenizers[0].backend  # tokenizers.Tokenizer, as the post-processing model uses
         self.how = f"{Path(graph).name}, MobileBertTokenizer (dynamic padding per batch), server decoding"
 
     def __call__(self, rows: list[Row]) -> list[Any]:
+        if self.pool is None or len(rows) < 2:
+            return self._one_session(rows, 0)
+        # each worker tokenizes, runs and decodes its share, so one share's Python work overlaps another's compute
+        bounds = np.linspace(0, len(rows), len(self.sessions) + 1).astype(int)
+        shares = [rows[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        done = self.pool.map(self._one_session, shares, range(len(self.sessions)))
+        return [result for share in done for result in share]
+
+    def _one_session(self, rows: list[Row], worker: int) -> list[Any]:
+        # one tokenizer per worker: the fast tokenizer's padding/truncation state is set per call, not thread-safe
+        sess, tokenizer = self.sessions[worker], self.tokenizers[worker]
         if self.task == "fill_mask":
-            enc = self.tokenizer([r["TEXT"] for r in rows], padding=True, return_tensors="np")
-            positions, valid, top_ids, top_probs = self.session.run(
+            enc = tokenizer([r["TEXT"] for r in rows], padding=True, return_tensors="np")
+            positions, valid, top_ids, top_probs = sess.run(
                 None, {n: enc[n].astype(np.int64) for n in self.input_names}
             )
             return [self._fill_mask_row(enc, r, positions, valid, top_ids, top_probs) for r in range(len(rows))]
         contexts = [r["CONTEXT"] for r in rows]
-        enc = self.tokenizer(
+        enc = tokenizer(
             [r["QUESTION"] for r in rows],
             contexts,
             padding=True,
@@ -142,7 +162,7 @@ class OrtInt8:
             return_offsets_mapping=True,
             return_tensors="np",
         )
-        starts, ends = self.session.run(None, {n: enc[n].astype(np.int64) for n in self.input_names})
+        starts, ends = sess.run(None, {n: enc[n].astype(np.int64) for n in self.input_names})
         offsets, types, mask = enc["offset_mapping"], enc["token_type_ids"], enc["attention_mask"]
         results = []
         for i, context in enumerate(contexts):

@@ -44,7 +44,10 @@ class CompareSettings:
     seconds: float = 10.0  # per measurement (one batch size or concurrency level), split into `rounds`
     rounds: int = 3  # the best round counts: other processes on the machine can only slow a round down
     hf_batches: list[int] = field(default_factory=lambda: [1, 8])
-    ort_batches: list[int] = field(default_factory=lambda: [1, 8])
+    ort_batches: list[int] = field(default_factory=lambda: [1, 8, 16])
+    # (b) session layouts: how many sessions split the thread budget. 1 = one session with every thread; the
+    # served layout (instances x threads of the runner) is added when it differs, so (b) is the best of both.
+    ort_sessions: list[int] = field(default_factory=lambda: [1])
     concurrency: list[int] = field(default_factory=lambda: [4, 8, 16, 32])  # (c): one text per call
     bulk_rows: int | None = 8  # (c) bulk: texts per call; None: not measured
     bulk_concurrency: list[int] = field(default_factory=lambda: [2, 4])
@@ -83,21 +86,35 @@ def _best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: r["seq_per_s"])
 
 
-def _settings_of(settings: CompareSettings) -> list[tuple[str, int, int]]:
-    """(candidate key, rows per call, batch or concurrency) of every measured setting."""
-    out = [("a", b, 0) for b in settings.hf_batches] + [("b", b, 0) for b in settings.ort_batches]
+def _settings_of(settings: CompareSettings, plan: dict | None = None, task: str | None = None) -> list:
+    """(candidate key, rows per call, level) of every measured setting: level is the concurrency for (c), the number
+    of sessions for (b), 0 for (a)."""
+    out = [("a", b, 0) for b in settings.hf_batches]
+    out += [("b", b, n) for n in _ort_sessions(settings, plan, task) for b in settings.ort_batches]
     out += [("c", 1, c) for c in settings.concurrency]
     if settings.bulk_rows:
         out += [("c_bulk", settings.bulk_rows, c) for c in settings.bulk_concurrency]
     return out
 
 
-def load_candidates(settings: CompareSettings, plan: dict[str, dict]) -> dict[tuple[str, str], object]:
-    """(a) and (b) of every task, loaded once and kept for every round."""
-    out: dict[tuple[str, str], object] = {}
+def _ort_sessions(settings: CompareSettings, plan: dict | None, task: str | None) -> list[int]:
+    sessions = list(settings.ort_sessions)
+    if plan is not None and task is not None:
+        r = plan[task]["runner"]
+        served = int(r.get("instances") or 1)
+        if served * int(r.get("intra_op_threads") or 0) == settings.threads and served not in sessions:
+            sessions.append(served)
+    return sessions
+
+
+def load_candidates(settings: CompareSettings, plan: dict[str, dict]) -> dict[tuple[str, str, int], object]:
+    """(a) and (b) (each session layout) of every task, loaded once and kept for every round."""
+    out: dict[tuple[str, str, int], object] = {}
     for task, p in plan.items():
-        out[(task, "a")] = HfEager(task, p["checkpoint"], settings.threads)
-        out[(task, "b")] = OrtInt8(task, Path(p["runner"]["graph_path"]), p["checkpoint"], settings.threads)
+        out[(task, "a", 0)] = HfEager(task, p["checkpoint"], settings.threads)
+        for n in _ort_sessions(settings, plan, task):
+            graph = Path(p["runner"]["graph_path"])
+            out[(task, "b", n)] = OrtInt8(task, graph, p["checkpoint"], settings.threads, sessions=n)
     return out
 
 
@@ -107,16 +124,19 @@ def run_in_process_round(
     """One round of (a) and (b) at every batch size; the first visit of a setting warms it up first."""
     out = {}
     for task, p in plan.items():
-        for key, batch, _ in (x for x in _settings_of(settings) if x[0] in ("a", "b")):
-            candidate = candidates[(task, key)]
-            if (task, key, batch) not in warmed:
+        for key, batch, level in (x for x in _settings_of(settings, plan, task) if x[0] in ("a", "b")):
+            candidate = candidates[(task, key, level)]
+            if (task, key, batch, level) not in warmed:
                 warm_up(candidate, p["rows"], batch)
-                warmed.add((task, key, batch))
+                warmed.add((task, key, batch, level))
             run = measure_round(candidate, p["rows"], batch, settings.seconds / max(1, settings.rounds))
-            out[(task, key, batch)] = run
+            if key == "b":
+                run["layout"] = candidate.layout
+            out[(task, key, batch, level)] = run
             label = f"({key}) {candidate.name}"
+            setting = f"batch {batch}" + (f", {candidate.layout}" if key == "b" else "")
             log(
-                f"{label:38s} {task:20s} batch {batch:<3d} {run['seq_per_s']:8.2f} seq/s "
+                f"{label:38s} {task:20s} {setting:26s} {run['seq_per_s']:8.2f} seq/s "
                 f"(other processes: {100 * (run['foreign_cpu'] or 0):.0f}% CPU)"
             )
     return out
@@ -126,7 +146,7 @@ def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print)
     """One round of (c) (and (c) bulk) at every concurrency, through the async client."""
     out = {}
     for task, p in plan.items():
-        for key, k, concurrency in (x for x in _settings_of(settings) if x[0].startswith("c")):
+        for key, k, concurrency in (x for x in _settings_of(settings, plan, task) if x[0].startswith("c")):
             run = run_load(
                 LoadSettings(
                     task=task,
@@ -139,7 +159,7 @@ def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print)
                 ),
                 p["rows"],
             )
-            out[(task, key, concurrency)] = run
+            out[(task, key, k, concurrency)] = run
             label = f"({key}) Triton, {k} text(s)/call"
             log(
                 f"{label:38s} {task:20s} conc. {concurrency:<3d} {run['seq_per_s']:8.2f} "
@@ -161,11 +181,11 @@ def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict
         out[task] = {}
         for key in ("a", "b", "c", "c_bulk"):
             runs = []
-            for k, rows_per_call, level in _settings_of(settings):
+            for k, rows_per_call, level in _settings_of(settings, plan, task):
                 if k != key:
                     continue
-                setting = level or rows_per_call
-                measured = [x[(task, key, setting)] for x in rounds if (task, key, setting) in x]
+                setting = (task, key, rows_per_call, level)
+                measured = [x[setting] for x in rounds if setting in x]
                 run = dict(_best(measured))
                 run["rounds"] = [x["seq_per_s"] for x in measured]
                 run["seq_per_s_median"] = round(statistics.median(run["rounds"]), 3)
@@ -223,7 +243,10 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
     started = time.time()
     candidates = load_candidates(settings, plan)
     for task in plan:
-        plan[task]["names"] = {key: (candidates[(task, key)].name, candidates[(task, key)].how) for key in ("a", "b")}
+        a = candidates[(task, "a", 0)]
+        b = next(c for (t, k, _), c in candidates.items() if t == task and k == "b")
+        layouts = ", ".join(c.layout for (t, k, _), c in candidates.items() if t == task and k == "b")
+        plan[task]["names"] = {"a": (a.name, a.how), "b": (b.name, f"{b.how}; session layouts: {layouts}")}
     warmed: set = set()
     rounds: list[dict] = []
     loads: list[dict] = []

@@ -85,6 +85,8 @@ def comparison_rows(comparison: dict) -> list[dict]:
                 continue
             best = t[key]["best"]
             setting = f"concurrency {best['concurrency']}" if key.startswith("c") else f"batch {best['batch']}"
+            if best.get("layout"):
+                setting += f", {best['layout']}"
             rows.append(
                 {
                     "task": task,
@@ -130,6 +132,10 @@ def markdown(results: dict) -> str:
         + "."
     )
     lines.append("")
+    if results.get("tuning"):
+        from .tune import markdown as tuning_markdown
+
+        lines += tuning_markdown(results["tuning"])
     comparison = results.get("comparison")
     if comparison:
         s = comparison["settings"]
@@ -156,7 +162,8 @@ def markdown(results: dict) -> str:
                     continue
                 tried = ", ".join(
                     f"{'concurrency' if key.startswith('c') else 'batch'} "
-                    f"{r['concurrency'] if key.startswith('c') else r['batch']}: "
+                    f"{r['concurrency'] if key.startswith('c') else r['batch']}"
+                    f"{' (' + r['layout'] + ')' if r.get('layout') else ''}: "
                     f"{_f(r['seq_per_s'])} ({_f(r.get('seq_per_s_median'))}; {_pct(r.get('foreign_cpu'))})"
                     for r in t[key]["runs"]
                 )
@@ -208,14 +215,16 @@ def markdown(results: dict) -> str:
             f"- perf_analyzer could not measure {e['task']} ({e['profile']}) at concurrency "
             f"{e['concurrency']}, batch {e['batch']}: {e['error'].splitlines()[-1]}"
         )
-    lines += [
-        "",
-        "Server columns come from Triton's statistics diffed around each point: per request, ms spent in the",
-        "tokenizer (queue + compute), queued before the ONNX model, in its execute (the whole batch it ran in),",
-        'its rows per execute call (dynamic batching), and in the post-processing (queue + compute). "others\' CPU":',
-        "the share of the machine's CPU that processes outside this run took meanwhile (the machine may be shared).",
-        "",
-    ]
+    if any(results.get(k) for k in ("analyzer", "load", "comparison")):
+        lines += [
+            "",
+            "Server columns come from Triton's statistics diffed around each point: per request, ms spent in",
+            "the tokenizer (queue + compute), queued before the ONNX model, in its execute (the whole batch it ran",
+            "in), its rows per execute call (dynamic batching), and in the post-processing (queue + compute).",
+            "\"others' CPU\": the share of the machine's CPU that processes outside this run took meanwhile (the",
+            "machine may be shared).",
+            "",
+        ]
     return "\n".join(lines)
 
 

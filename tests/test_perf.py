@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from deploy.model_configs import parse_config
 from perf import environment
 from perf.__main__ import main as perf_main
 from perf.analyzer import AnalyzerSettings, run_analyzer
@@ -18,6 +19,8 @@ from perf.compare import CompareSettings, prepare, run_comparison
 from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
 from perf.load import LoadSettings, run_load
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
+from perf.tune import Variant, run_tuning, variant_repository
+from perf.tune import markdown as tune_markdown
 
 TASKS = ("fill_mask", "question_answering")
 MODELS = {
@@ -167,6 +170,9 @@ def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
         assert t["c"]["best"]["batch"] == 1 and t["c_bulk"]["best"]["batch"] == 4
         assert len(t["a"]["best"]["rounds"]) == len(t["c"]["best"]["rounds"]) == 3
         assert 100 <= t["tokens"]["min"] <= t["tokens"]["max"] <= 128
+        # (b) is the best of one 2-thread session and the served layout (2 runner instances x 1 thread)
+        assert {r["layout"] for r in t["b"]["runs"]} == {"1 x 2 threads", "2 x 1 thread"}
+        assert t["b"]["best"]["seq_per_s"] == max(r["seq_per_s"] for r in t["b"]["runs"])
     assert comparison["server_during_in_process"] is True
 
 
@@ -190,6 +196,14 @@ def test_in_process_results_have_the_shape_of_the_served_results(built_repositor
                 assert set(ours[0]) == set(served[0]) == {"answer", "score", "start", "end"}
                 for row, answer in zip(p["rows"][:2], ours, strict=True):
                     assert row["CONTEXT"][answer["start"] : answer["end"]] == answer["answer"]
+            # two sessions splitting a batch give every row its own result, in order
+            one = OrtInt8(task, p["runner"]["graph_path"], p["checkpoint"], threads=2)(p["rows"][:3])
+            two = OrtInt8(task, p["runner"]["graph_path"], p["checkpoint"], threads=2, sessions=2)(p["rows"][:3])
+            assert len(one) == len(two) == 3
+            for x, y in zip(one, two, strict=True):
+                first_x, first_y = (x[0], y[0]) if task == "fill_mask" else (x, y)
+                assert first_x.get("token", first_x.get("start")) == first_y.get("token", first_y.get("start"))
+                assert first_x["score"] == pytest.approx(first_y["score"], rel=0.05)
 
 
 def test_report_is_well_formed(report):
@@ -223,3 +237,45 @@ def test_sweep_refuses_an_unbuilt_repository_with_the_build_command(tmp_path, ca
     assert perf_main(["sweep", "--repository", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "not a built model repository" in err and "python -m deploy build" in err
+
+
+def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repository, tmp_path):
+    repository, _ = built_repository
+    variant = Variant("probe", instances=3, threads=1, max_queue_delay_us=700, preferred=(4,), trim_padding=False)
+    copy = variant_repository(repository, tmp_path / "probe", variant, ["question_answering"])
+    config = parse_config(copy / "question_answering_onnx" / "config.pbtxt")
+    assert [g.count for g in config.instance_group] == [3]
+    assert config.parameters["intra_op_threads"].string_value == "1"
+    assert config.parameters["trim_padding"].string_value == "false"
+    assert config.dynamic_batching.max_queue_delay_microseconds == 700
+    assert list(config.dynamic_batching.preferred_batch_size) == [4]
+    original = parse_config(repository / "question_answering_onnx" / "config.pbtxt")
+    assert config.parameters["graph"] == original.parameters["graph"]
+    assert config.input == original.input and config.output == original.output
+    for untouched in ("fill_mask_onnx/config.pbtxt", "tokenizer/config.pbtxt", "question_answering/config.pbtxt"):
+        assert (copy / untouched).read_text() == (repository / untouched).read_text()
+    graph = next((copy / "question_answering_onnx" / "1").glob("*.onnx"))
+    assert graph.stat().st_ino == (repository / graph.relative_to(copy)).stat().st_ino  # hard link, not a copy
+
+    rows = {"question_answering": corpus_rows("question_answering")[:16]}
+    variants = (Variant("a"), Variant("b", instances=1, threads=1, preferred=(8, 16), trim_padding=False))
+    tuning = run_tuning(
+        repository,
+        ["question_answering"],
+        rows,
+        tmp_path / "tune",
+        variants=variants,
+        concurrency=[2],
+        seconds=1.0,
+        rounds=1,
+        profile="corpus",
+        max_foreign=1.0,
+        log=lambda _: None,
+    )
+    assert [r["variant"] for r in tuning["variants"]] == ["a", "b"]
+    for row in tuning["variants"]:
+        figures = row["tasks"]["question_answering"]
+        assert figures["failed"] == 0 and figures["best_seq_per_s"] > 0 and figures["concurrency"] == 2
+    assert len(tuning["points"]) == 2 and not (tmp_path / "tune" / "variants").exists()
+    md = "\n".join(tune_markdown(tuning))
+    assert "| a | 2x1, delay 2 ms, preferred 4/8 |" in md and "| b | 1x1, delay 2 ms, preferred 8/16, no trim |" in md

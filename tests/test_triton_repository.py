@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import transformers
@@ -418,3 +419,43 @@ def test_concurrent_requests_of_mixed_lengths_each_get_their_own_answer(request,
     for a, b in zip(alone, together, strict=True):
         assert [x["label"] for x in a] == [x["label"] for x in b]
         np.testing.assert_allclose([x["score"] for x in a], [x["score"] for x in b], atol=atol)
+
+
+def _raw_onnx(server, model: str, feed: dict[str, np.ndarray], output: str) -> np.ndarray:
+    tensors = []
+    for name, array in feed.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    client = _client(server)
+    try:
+        return client.infer(model, tensors, outputs=[grpcclient.InferRequestedOutput(output)]).as_numpy(output)
+    finally:
+        client.close()
+
+
+def test_onnx_runner_runs_a_batch_at_its_real_length_not_the_bucket(triton_server_fp32, demo_small):
+    """Columns no text of the batch reaches are cut before the run (one kept: the trigram embedding reads each
+    token's right neighbour) and come back as zeros; the real positions get the untrimmed results."""
+    tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "token_classification"))
+    rows = [tokenizer(t)["input_ids"] for t in ("The company announced a new product.", "short")]
+    longest = max(len(r) for r in rows)
+
+    def padded(length: int) -> dict[str, np.ndarray]:
+        ids = np.zeros((len(rows), length), np.int64)
+        mask = np.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    bucket = _raw_onnx(triton_server_fp32, "token_classification_onnx", padded(64), "logits")
+    tight = _raw_onnx(triton_server_fp32, "token_classification_onnx", padded(longest + 1), "logits")
+    assert bucket.shape[:2] == (2, 64)
+    assert np.all(bucket[:, longest + 1 :] == 0) and np.all(bucket[:, :longest] != 0)
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(bucket[i, : len(r)], tight[i, : len(r)], atol=1e-5)
+    # untrimmed reference: the FP32 graph run in-process on the full bucket
+    graph = triton_server_fp32.config.repository / "token_classification_onnx" / "1" / "model.fp32.onnx"
+    full = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(["logits"], padded(64))[0]
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(bucket[i, : len(r)], full[i, : len(r)], atol=1e-5)

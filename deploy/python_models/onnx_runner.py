@@ -38,6 +38,11 @@ class TritonPythonModel:
         }
         self.limits = {k: v for k, v in self.limits.items() if v}
         self.max_length = int(params.get("max_position_embeddings", "512"))
+        # Output axes that follow the input's sequence length (named "sequence" by export's dynamic axes).
+        self.sequence_axes = {
+            o.name: [axis for axis, dim in enumerate(o.shape) if dim == "sequence"] for o in self.session.get_outputs()
+        }
+        self.trim_padding = params.get("trim_padding", "true") == "true" and "attention_mask" in self.input_names
 
     def execute(self, requests):
         feeds = []
@@ -79,7 +84,7 @@ class TritonPythonModel:
         if len(members) > 1:
             try:
                 merged = {n: np.concatenate([feed[n] for _, feed in members]) for n in self.input_names}
-                outputs = self.session.run(self.output_names, merged)
+                outputs = self._run(merged)
             except Exception:
                 outputs = None  # retry one by one so only the offending request fails
             if outputs is not None:
@@ -91,9 +96,32 @@ class TritonPythonModel:
                 return
         for index, feed in members:
             try:
-                responses[index] = self._response(self.session.run(self.output_names, feed))
+                responses[index] = self._response(self._run(feed))
             except Exception as exc:
                 responses[index] = _error(exc)
+
+    def _run(self, feed):
+        """One onnxruntime call at the batch's real length.
+
+        The tokenizer pads every text to its length bucket so Triton can batch requests of one shape; the columns no
+        text of this batch reaches are cut before the run (all but one) and given back as zeros after it. Masked keys
+        get zero attention weight, so the real positions' results do not change.
+        """
+        length = feed["input_ids"].shape[-1] if "input_ids" in feed else 0
+        used = length
+        if self.trim_padding and length:
+            columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
+            # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
+            used = min(length, int(columns[-1]) + 2 if columns.size else 1)
+        if used == length:
+            return self.session.run(self.output_names, feed)
+        trimmed = {name: array[..., :used] for name, array in feed.items()}
+        outputs = self.session.run(self.output_names, trimmed)
+        padded = []
+        for name, output in zip(self.output_names, outputs, strict=True):
+            widths = [(0, length - used if axis in self.sequence_axes[name] else 0) for axis in range(output.ndim)]
+            padded.append(np.pad(output, widths) if any(w for _, w in widths) else output)
+        return padded
 
     def _response(self, outputs):
         return pb_utils.InferenceResponse(
