@@ -199,11 +199,15 @@ def test_in_process_results_have_the_shape_of_the_served_results(built_repositor
             # two sessions splitting a batch give every row its own result, in order
             one = OrtInt8(task, p["runner"]["graph_path"], p["checkpoint"], threads=2)(p["rows"][:3])
             two = OrtInt8(task, p["runner"]["graph_path"], p["checkpoint"], threads=2, sessions=2)(p["rows"][:3])
+            # (random weights make the best span/token a near-tie, so INT8's batch-dependent scales may pick another
+            # one: compare scores, and check every answer is its row's own)
             assert len(one) == len(two) == 3
-            for x, y in zip(one, two, strict=True):
-                first_x, first_y = (x[0], y[0]) if task == "fill_mask" else (x, y)
-                assert first_x.get("token", first_x.get("start")) == first_y.get("token", first_y.get("start"))
-                assert first_x["score"] == pytest.approx(first_y["score"], rel=0.05)
+            for row, x, y in zip(p["rows"][:3], one, two, strict=True):
+                if task == "fill_mask":
+                    assert [c["score"] for c in x] == pytest.approx([c["score"] for c in y], rel=0.05)
+                else:
+                    assert x["score"] == pytest.approx(y["score"], rel=0.05)
+                    assert row["CONTEXT"][y["start"] : y["end"]] == y["answer"]
 
 
 def test_report_is_well_formed(report):

@@ -459,3 +459,18 @@ def test_onnx_runner_runs_a_batch_at_its_real_length_not_the_bucket(triton_serve
     full = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(["logits"], padded(64))[0]
     for i, r in enumerate(rows):
         np.testing.assert_allclose(bucket[i, : len(r)], full[i, : len(r)], atol=1e-5)
+
+
+def test_trimmed_fill_mask_batches_keep_their_mask_slots(triton_server, demo_small):
+    """fill_mask_onnx's outputs have Min(8, sequence) mask slots: a 5-token text in the 32 bucket still gets 8."""
+    tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "fill_mask"))
+    row = tokenizer("[MASK] here")["input_ids"]
+    ids = np.zeros((1, 32), np.int64)
+    ids[0, : len(row)] = row
+    feed = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    valid = _raw_onnx(triton_server, "fill_mask_onnx", feed, "mask_valid")
+    top = _raw_onnx(triton_server, "fill_mask_onnx", feed, "top_ids")
+    assert valid.shape == (1, 8) and top.shape[:2] == (1, 8)
+    assert valid[0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    (served,) = _results(triton_server, "fill_mask", {"TEXT": ["[MASK] here"]})[0]  # one list per [MASK]
+    assert len(served) == 10 and served[0]["token"] == int(top[0, 0, 0])

@@ -8,6 +8,7 @@ request, so one bad request gets its own error and the others their results.
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,20 @@ class TritonPythonModel:
         }
         self.limits = {k: v for k, v in self.limits.items() if v}
         self.max_length = int(params.get("max_position_embeddings", "512"))
-        # Output axes that follow the input's sequence length (named "sequence" by export's dynamic axes).
-        self.sequence_axes = {
-            o.name: [axis for axis, dim in enumerate(o.shape) if dim == "sequence"] for o in self.session.get_outputs()
-        }
+        # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
+        # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
+        # back to what the untrimmed run would return. An axis of any other form turns trimming off.
         self.trim_padding = params.get("trim_padding", "true") == "true" and "attention_mask" in self.input_names
+        self.sequence_axes = {}
+        for output in self.session.get_outputs():
+            axes = {}
+            for axis, dim in enumerate(output.shape):
+                if isinstance(dim, str) and "sequence" in dim:
+                    size = _sequence_size(dim)
+                    if size is None:
+                        self.trim_padding = False
+                    axes[axis] = size
+            self.sequence_axes[output.name] = axes
 
     def execute(self, requests):
         feeds = []
@@ -119,7 +129,8 @@ class TritonPythonModel:
         outputs = self.session.run(self.output_names, trimmed)
         padded = []
         for name, output in zip(self.output_names, outputs, strict=True):
-            widths = [(0, length - used if axis in self.sequence_axes[name] else 0) for axis in range(output.ndim)]
+            axes = self.sequence_axes[name]
+            widths = [(0, axes[a](length) - output.shape[a] if a in axes else 0) for a in range(output.ndim)]
             padded.append(np.pad(output, widths) if any(w for _, w in widths) else output)
         return padded
 
@@ -129,6 +140,18 @@ class TritonPythonModel:
                 pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs, strict=True)
             ]
         )
+
+
+def _sequence_size(dim):
+    """The size of an output axis named `dim` as a function of the sequence length, or None if not understood."""
+    if dim == "sequence":
+        return lambda length: length
+    match = re.fullmatch(r"(Min|Max)\((?:(\d+), sequence|sequence, (\d+))\)", dim.replace(" ", "").replace(",", ", "))
+    if match is None:
+        return None
+    bound = int(match.group(2) or match.group(3))
+    pick = min if match.group(1) == "Min" else max
+    return lambda length: pick(bound, length)
 
 
 def _chunks(items, size):
