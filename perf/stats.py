@@ -10,6 +10,7 @@ ensembles, but per model and reliably.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
@@ -32,8 +33,25 @@ def _ns(stat: dict, key: str) -> tuple[int, int]:
     return int(entry.get("count", 0)), int(entry.get("ns", 0))
 
 
-def snapshot(url: str, models: list[str]) -> dict[str, dict[str, int]]:
-    """Cumulative counters of each model (version-summed): success/fail counts, stage ns, executions, inferences."""
+def snapshot(url: str, models: list[str], settle_s: float = 2.0) -> dict[str, dict[str, int]]:
+    """Cumulative counters of each model (version-summed): success/fail counts, stage ns, executions, inferences.
+
+    Triton records a composing model's statistics just after the ensemble's response has gone out, so counters read
+    right after the last answer can still move; they are read until two reads 50 ms apart agree (at most
+    `settle_s`), which with no requests in flight means the bookkeeping is done.
+    """
+    last = _read_counters(url, models)
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = _read_counters(url, models)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def _read_counters(url: str, models: list[str]) -> dict[str, dict[str, int]]:
     import tritonclient.grpc as grpcclient
 
     out: dict[str, dict[str, int]] = {}
