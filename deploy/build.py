@@ -135,7 +135,7 @@ def _common_tokenizer(checkpoints: dict[str, Path]) -> tuple[str, int]:
     return next(iter(seen)), max_length
 
 
-def _place(source: Path, target: Path) -> None:
+def place_file(source: Path, target: Path) -> None:
     """Hard-link (else copy) an artifact into the repository, replacing what is there."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() or target.is_symlink():
@@ -167,8 +167,8 @@ def _add_task(
     graphs = {}
     for flavour in manifests:
         graph, manifest = graph_paths(settings.export_dir, task, flavour)
-        _place(graph, version / graph.name)
-        _place(manifest, version / manifest.name)
+        place_file(graph, version / graph.name)
+        place_file(manifest, version / manifest.name)
         graphs[flavour] = graph.name
     shutil.copy2(RUNNER_SOURCE, version / "model.py")
     cpu_graph = version / graphs[settings.cpu.graph_flavour]

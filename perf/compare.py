@@ -86,7 +86,7 @@ def _best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: r["seq_per_s"])
 
 
-def _settings_of(settings: CompareSettings, plan: dict | None = None, task: str | None = None) -> list:
+def _settings_of(settings: CompareSettings, plan: dict, task: str) -> list:
     """(candidate key, rows per call, level) of every measured setting: level is the concurrency for (c), the number
     of sessions for (b), 0 for (a)."""
     out = [("a", b, 0) for b in settings.hf_batches]
@@ -97,13 +97,12 @@ def _settings_of(settings: CompareSettings, plan: dict | None = None, task: str 
     return out
 
 
-def _ort_sessions(settings: CompareSettings, plan: dict | None, task: str | None) -> list[int]:
+def _ort_sessions(settings: CompareSettings, plan: dict, task: str) -> list[int]:
     sessions = list(settings.ort_sessions)
-    if plan is not None and task is not None:
-        r = plan[task]["runner"]
-        served = int(r.get("instances") or 1)
-        if served * int(r.get("intra_op_threads") or 0) == settings.threads and served not in sessions:
-            sessions.append(served)
+    r = plan[task]["runner"]
+    served = int(r.get("instances") or 1)
+    if served * int(r.get("intra_op_threads") or 0) == settings.threads and served not in sessions:
+        sessions.append(served)
     return sessions
 
 

@@ -10,12 +10,12 @@ writes the table the README's "Tuning" section shows.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deploy.build import place_file
 from deploy.model_configs import BatchingSettings, CpuSettings, parse_config, write_config
 from deploy.tasks import DEPLOYMENTS
 
@@ -58,16 +58,14 @@ def variant_repository(source: Path, dest: Path, variant: Variant, tasks: list[s
     """A copy of `source` at `dest` with `variant` applied to the ONNX runners of `tasks` (graphs hard-linked)."""
     source, dest = Path(source), Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
-    for root, dirs, files in os.walk(source):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        target = dest / Path(root).relative_to(source)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            src = Path(root) / name
-            if name.endswith(".onnx"):
-                os.link(src, target / name)  # 30-100 MB each: never copied
-            else:
-                shutil.copy2(src, target / name)
+
+    def link_graphs(src: str, dst: str) -> None:
+        if src.endswith(".onnx"):
+            place_file(Path(src), Path(dst))  # 30-100 MB each: hard-linked where the filesystem allows
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"), copy_function=link_graphs)
     for task in tasks:
         model_dir = dest / DEPLOYMENTS[task].onnx_model
         config = parse_config(model_dir / "config.pbtxt")
