@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from export.pipeline import ExportSettings, export_head, graph_paths
+from export.pipeline import ExportSettings, Manifest, export_head, graph_paths
 from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .ensemble_configs import ensemble_config, post_config
@@ -200,7 +200,7 @@ def _add_task(
     post_dir = repository / deployment.post_model
     _copy_committed(deployment.post_model, repository)
     manifest = manifests[settings.cpu.graph_flavour]
-    serving = dict(manifest["serving"] if isinstance(manifest, dict) else manifest.serving)
+    serving = dict(manifest.serving)
     serving.update(deployment.serving_defaults)
     if "serving.json" in deployment.post_files:
         (post_dir / "1" / "serving.json").write_text(json.dumps(serving, indent=2) + "\n", encoding="utf-8")
@@ -214,13 +214,11 @@ def _add_task(
     return {flavour: {"graph": graphs[flavour], **_figures(m)} for flavour, m in manifests.items()}
 
 
-def _figures(manifest: object) -> dict:
-    data = manifest if isinstance(manifest, dict) else asdict(manifest)
-    validation = data.get("validation", {})
+def _figures(manifest: Manifest) -> dict:
     return {
-        "MB": round(data["file_bytes"] / 1e6, 1),
-        "cosine": validation.get("cosine_mean"),
-        "passed": validation.get("passed"),
+        "MB": round(manifest.file_bytes / 1e6, 1),
+        "cosine": manifest.validation.get("cosine_mean"),
+        "passed": manifest.validation.get("passed"),
     }
 
 

@@ -20,7 +20,7 @@ from model_def import MobileBertConfig
 
 from .errors import ExportError
 from .heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS, TASKS_BY_ARCHITECTURE
-from .pipeline import FLAVOURS, ExportSettings, export_head
+from .pipeline import FLAVOURS, ExportSettings, Manifest, export_head
 
 logger = logging.getLogger("export")
 DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints")
@@ -142,12 +142,11 @@ def _pct(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.3f}"
 
 
-def _key_figures(manifest: object) -> dict:
-    data = manifest if isinstance(manifest, dict) else manifest.__dict__
-    v = data["validation"]
+def _key_figures(manifest: Manifest) -> dict:
+    v = manifest.validation
     return {
-        "MB": data["file_bytes"] / 1e6,
-        "nodes": data["nodes"],
+        "MB": manifest.file_bytes / 1e6,
+        "nodes": manifest.nodes,
         "cosine": v["cosine_mean"],
         "top1": v["top1_agreement"],
         "in_top5": v["in_top5"],

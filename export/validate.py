@@ -146,7 +146,10 @@ def compare(
 
 
 def apply_gates(spec: HeadSpec, flavour: str, figures: Figures, gates: Gates) -> Figures:
-    """Set figures.gate/passed; raise GateFailure when the graph misses its gate."""
+    """Set figures.gate/passed; raise GateFailure naming head and flavour when the graph misses its gate.
+
+    `flavour` is "fp32" (the FP32 gate) or any INT8 flavour name (the INT8 gates).
+    """
     if flavour == "fp32":
         figures.gate = f"max_rel_diff <= {gates.fp32_max_rel_diff:g}"
         failures = (
