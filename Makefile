@@ -4,10 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libb64-0d
+APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test lint format demo build serve soak export bench clean
+.PHONY: help setup system-deps test lint format demo build serve soak cluster export bench clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -19,12 +19,13 @@ help:
 
 setup: system-deps $(STAMP)
 
-# Debian packages the project needs (perf_analyzer links libb64); installed only where missing.
+# Debian packages the project needs (perf_analyzer links libb64; deploy cluster runs haproxy and Prometheus);
+# installed only where missing, without recommends (no node exporter or other services).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # Re-installs only when the dependency pins change.
@@ -59,6 +60,10 @@ serve: setup
 # Minutes of load on every task (a short version runs in the tests); needs a built repository (make build).
 soak: setup
 	$(PY) -m deploy soak --seconds $${SOAK_SECONDS:-300}
+
+# Replicas (REPLICAS, default 2) of the built repository behind haproxy, with Prometheus; until Ctrl-C.
+cluster: setup
+	$(PY) -m deploy cluster --replicas $${REPLICAS:-2}
 
 export: setup
 	$(PY) -m export --demo

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the main job end to end: build, serve, call every task, throughput", add_help=False)
     sub.add_parser("soak", help="sustained load on every task with failures and memory reported", add_help=False)
+    sub.add_parser("cluster", help="replicas behind haproxy, with Prometheus (deploy/cluster.py)", add_help=False)
     build = sub.add_parser("build", help="checkpoint(s) -> export of every head -> a complete model repository")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true", help="the demo checkpoints (random weights; written if absent)")
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv[:1] == ["cluster"]:
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv[1:])
     if argv[:1] == ["soak"]:
         from .soak import main as soak_main
 

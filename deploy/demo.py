@@ -23,7 +23,7 @@ from client import MobileBertClient
 from model_def.corpus import corpus_lines, qa_examples
 
 from .build import BuildError, read_build_record
-from .server import ServerConfig, ServerError, TritonServer, free_port
+from .server import ServerError, start_on_free_ports
 
 logger = logging.getLogger("deploy.demo")
 
@@ -131,17 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         print(f"demo failed: {args.repository} has no build record; run without --skip-build", file=sys.stderr)
         return 1
-    config = ServerConfig(
-        repository=args.repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=record["models"],
-        log_file=Path("artifacts/logs/demo-tritonserver.log"),
-    )
     try:
         started = time.monotonic()
-        with TritonServer(config) as server:
+        log_file = Path("artifacts/logs/demo-tritonserver.log")
+        with start_on_free_ports(args.repository, models=record["models"], log_file=log_file) as server:
             ready_s = time.monotonic() - started
             print(f"\nTriton READY in {ready_s:.1f}s on {server.grpc_url} ({len(record['models'])} models)")
             with MobileBertClient(server.grpc_url, timeout_s=60.0) as bert:

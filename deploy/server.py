@@ -28,6 +28,10 @@ class ServerError(RuntimeError):
     """The Triton server could not be started, did not become ready, or stopped unexpectedly."""
 
 
+class PortTaken(ServerError):
+    """A port of the config was bound by another process: before the start, or while the server was starting."""
+
+
 ADMIN_HEADER = "admin-key"  # the HTTP header; Triton prefixes gRPC metadata keys:
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 RESTRICTED_GRPC = "model-repository,shared-memory,trace,logging"
@@ -81,9 +85,20 @@ def pytriton_root() -> Path:
 
 
 def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the kernel reports free now (all sockets held open together, so no two are equal).
+    Another process may still take one before the server binds it: `start_on_free_ports` retries that race."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((address, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def prepare_backend_directory(target: Path) -> Path:
@@ -128,6 +143,7 @@ class TritonServer:
         self.log_file = config.log_file or self._workdir / "tritonserver.log"
         self.admin_key = config.admin_key or secrets.token_urlsafe(24)
         self.watchdog = None
+        self._log_offset = 0  # where this start's part of an appended log begins
 
     @property
     def grpc_url(self) -> str:
@@ -179,6 +195,7 @@ class TritonServer:
         prepare_backend_directory(self._workdir / "backends")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
+        self._log_offset = log.tell()
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(), start_new_session=True
         )
@@ -192,8 +209,21 @@ class TritonServer:
             ).start()
         return self
 
+    def listening(self) -> bool:
+        """Whether this process (its own log says so) bound every port: a READY answer on a port alone may come
+        from another server that won a port race while this one was starting and is about to exit."""
+        text = self._this_start_log()
+        c = self.config
+        started = (
+            f"Started GRPCInferenceService at {c.address}:{c.grpc_port}",
+            f"Started HTTPService at {c.address}:{c.http_port}",
+            f"Started Metrics Service at {c.address}:{c.metrics_port}",
+        )
+        return all(line in text for line in started)
+
     def wait_until_ready(self, timeout_s: float) -> None:
-        """Poll until the server and every model in the repository are READY; raise with the server's error."""
+        """Poll until this server bound its ports and it and every model are READY; raise with the server's error
+        (`PortTaken` when it lost a port to another process)."""
         import tritonclient.http as http
 
         deadline = time.monotonic() + timeout_s
@@ -203,15 +233,27 @@ class TritonServer:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     code = None if self.process is None else self.process.returncode
-                    raise ServerError(f"tritonserver exited (code {code}) before becoming ready:\n{self.errors()}")
+                    error = PortTaken if self.lost_port_race() else ServerError
+                    raise error(f"tritonserver exited (code {code}) before becoming ready:\n{self.errors()}")
                 with contextlib.suppress(Exception):
-                    if client.is_server_ready():
+                    if self.listening() and client.is_server_ready():
                         return
                 time.sleep(0.25)
         finally:
             client.close()
         self.stop()
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s:\n{self.errors()}")
+
+    def lost_port_race(self) -> bool:
+        return "already in use" in self._this_start_log()
+
+    def _this_start_log(self) -> str:
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def errors(self, lines: int = 40) -> str:
         """The server's own error lines (E-prefixed log lines, model load failures), else the log's tail."""
@@ -254,4 +296,36 @@ def _ensure_port_free(address: str, port: int) -> None:
         try:
             s.bind((address, port))
         except OSError as exc:
-            raise ServerError(f"port {port} on {address} is already in use ({exc.strerror})") from None
+            raise PortTaken(f"port {port} on {address} is already in use ({exc.strerror})") from None
+
+
+def start_on_free_ports(
+    repository: Path, *, attempts: int = 3, timeout_s: float = 120.0, **options: object
+) -> TritonServer:
+    """A started TritonServer of `repository` on free gRPC/HTTP/metrics ports (`options`: the other ServerConfig
+    fields). A start that lost a port to another process (free ports are only free when picked) is retried on new
+    ports, up to `attempts` times; any other failure (a model that does not load, a crash) raises at once with the
+    server's log tail. Use the result as a context manager to stop it."""
+    if attempts < 1:
+        raise ValueError(f"start_on_free_ports: attempts must be >= 1, got {attempts}")
+    taken = [k for k in ("grpc_port", "http_port", "metrics_port") if k in options]
+    if taken:
+        raise ValueError(f"start_on_free_ports picks the ports itself; do not pass {taken}")
+    for attempt in range(1, attempts + 1):
+        address = str(options.get("address", "127.0.0.1"))
+        grpc_port, http_port, metrics_port = free_ports(3, address)
+        config = ServerConfig(
+            repository=Path(repository),
+            grpc_port=grpc_port,
+            http_port=http_port,
+            metrics_port=metrics_port,
+            **options,  # type: ignore[arg-type]
+        )
+        server = TritonServer(config)
+        try:
+            return server.start(timeout_s)
+        except PortTaken:
+            server.stop()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

@@ -22,7 +22,7 @@ from client import MobileBertClient
 from model_def.corpus import corpus_lines, qa_examples
 
 from .build import read_build_record
-from .server import ServerConfig, TritonServer, free_port
+from .server import TritonServer, start_on_free_ports
 from .watchdog import stub_processes
 
 
@@ -140,15 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         print(f"soak failed: {args.repository} is not built; run python -m deploy build --demo", file=sys.stderr)
         return 1
-    config = ServerConfig(
-        repository=args.repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=record["models"],
-        log_file=Path("artifacts/logs/soak-tritonserver.log"),
-    )
-    with TritonServer(config) as server:
+    log_file = Path("artifacts/logs/soak-tritonserver.log")
+    with start_on_free_ports(args.repository, models=record["models"], log_file=log_file) as server:
         report = run_soak(server, args.seconds, args.concurrency)
     print(report.table())
     args.json.parent.mkdir(parents=True, exist_ok=True)

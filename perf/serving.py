@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.build import read_build_record
-from deploy.server import ServerConfig, TritonServer, free_port
+from deploy.server import TritonServer, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 
 
@@ -39,18 +39,11 @@ def models_for(tasks: list[str], record: dict, repository: Path) -> list[str]:
 
 
 def server_for(repository: Path, tasks: list[str], log_file: Path | None = None) -> TritonServer:
-    """A (not yet started) TritonServer on free ports loading only what `tasks` need; use it as a context manager."""
+    """A started TritonServer on free ports loading only what `tasks` need (a lost port race is retried, a crash
+    raises with the log tail: deploy.server.start_on_free_ports); use it as a context manager to stop it."""
     repository = Path(repository)
     record = build_record(repository)
-    config = ServerConfig(
-        repository=repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=models_for(tasks, record, repository),
-        log_file=log_file,
-    )
-    return TritonServer(config)
+    return start_on_free_ports(repository, models=models_for(tasks, record, repository), log_file=log_file)
 
 
 def ensemble_models(task: str) -> list[str]:

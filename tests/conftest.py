@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.build import BuildSettings, build_repository
-from deploy.server import ServerConfig, TritonServer, free_port
+from deploy.server import TritonServer, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS
 from export.pipeline import ExportSettings, export_head
@@ -50,16 +50,7 @@ def built_repository(tmp_path_factory, demo_small, exported_small) -> tuple[Path
 
 
 def _server(repository: Path, record: dict, profile: str | None, log: Path) -> TritonServer:
-    config = ServerConfig(
-        repository=repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=record["models"],
-        model_config_name=profile,
-        log_file=log,
-    )
-    return TritonServer(config)
+    return start_on_free_ports(repository, models=record["models"], model_config_name=profile, log_file=log)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from client import (
 from client import tasks as client_tasks
 from client.cli import main as cli_main
 from client.options import parse_urls
-from deploy.server import ServerConfig, ServerTls, TritonServer, free_port
+from deploy.server import ServerTls, TritonServer, free_port, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 
 FILL_MASK_MODELS = ["tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"]
@@ -53,17 +53,7 @@ def small_server(built_repository, log: Path, extra_args: list[str] | None = Non
     """A server on its own ports with only the fill_mask task loaded (fast to start and restart)."""
     repository, record = built_repository
     assert set(FILL_MASK_MODELS) <= set(record["models"])
-    config = ServerConfig(
-        repository=repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=FILL_MASK_MODELS,
-        log_file=log,
-        extra_args=extra_args or [],
-        tls=tls,
-    )
-    return TritonServer(config)
+    return start_on_free_ports(repository, models=FILL_MASK_MODELS, log_file=log, extra_args=extra_args or [], tls=tls)
 
 
 @pytest.fixture(scope="module")

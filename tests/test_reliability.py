@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from deploy.server import GRPC_ADMIN_HEADER, ServerConfig, TritonServer, free_port
+from deploy.server import GRPC_ADMIN_HEADER, TritonServer, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from deploy.watchdog import stub_processes
 
@@ -173,15 +173,7 @@ def test_server_listens_on_loopback_only(triton_server):
 @pytest.fixture()
 def own_server(built_repository, tmp_path):
     repository, record = built_repository
-    config = ServerConfig(
-        repository=repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        models=record["models"],
-        log_file=tmp_path / "server.log",
-    )
-    with TritonServer(config) as server:
+    with start_on_free_ports(repository, models=record["models"], log_file=tmp_path / "server.log") as server:
         yield server
 
 

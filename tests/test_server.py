@@ -8,14 +8,17 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from deploy.server import ServerConfig, ServerError, TritonServer, free_port
+import deploy.server as server_module
+from deploy.server import PortTaken, ServerConfig, ServerError, TritonServer, free_port, start_on_free_ports
 
 ECHO_CONFIG = """
 name: "{name}"
@@ -131,3 +134,77 @@ def test_serve_command_reports_ready_and_stops_on_sigterm(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("the server still answers after the serve command stopped")
+
+
+class _AlwaysReady(BaseHTTPRequestHandler):
+    """Another server on a port we picked: answers READY to every health check, as a second Triton would."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _ready_impostor(port: int) -> ThreadingHTTPServer:
+    impostor = ThreadingHTTPServer(("127.0.0.1", port), _AlwaysReady)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    return impostor
+
+
+def test_a_start_that_loses_a_port_mid_start_is_not_ready_even_when_another_server_answers_ready(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    _model(repo, "echo")
+    config = _config(repo, tmp_path)
+    impostor = _ready_impostor(config.http_port)
+    # The race: the port was free when checked, another process bound it before tritonserver did.
+    monkeypatch.setattr(server_module, "_ensure_port_free", lambda address, port: None)
+    server = TritonServer(config)
+    try:
+        with pytest.raises(PortTaken, match="already in use"):
+            server.start(timeout_s=60)
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+        server.stop()
+    assert server.process.poll() is not None
+
+
+def test_start_on_free_ports_retries_a_lost_port_race_on_new_ports(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    _model(repo, "echo")
+    taken = free_port()
+    impostor = _ready_impostor(taken)
+    picks: list[list[int]] = []
+    real = server_module.free_ports
+
+    def first_pick_loses(count: int, address: str = "127.0.0.1") -> list[int]:
+        ports = real(count, address)
+        picks.append([taken, *ports[1:]] if not picks else ports)
+        return picks[-1]
+
+    monkeypatch.setattr(server_module, "free_ports", first_pick_loses)
+    try:
+        with start_on_free_ports(repo, log_file=tmp_path / "server.log") as server:
+            assert len(picks) == 2 and server.config.grpc_port == picks[1][0] != taken
+            assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("echo")
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+    assert server.process.returncode == 0
+
+
+def test_start_on_free_ports_does_not_retry_a_crash_and_shows_its_log(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    _model(repo, "broken", init='raise RuntimeError("tokenizer.json is missing")')
+    starts = []
+    real_start = TritonServer.start
+    monkeypatch.setattr(TritonServer, "start", lambda self, *a, **k: starts.append(self) or real_start(self, *a, **k))
+    with pytest.raises(ServerError, match=r"tokenizer\.json is missing") as err:
+        start_on_free_ports(repo, log_file=tmp_path / "server.log", timeout_s=60)
+    assert not isinstance(err.value, PortTaken) and len(starts) == 1
+    assert starts[0].process.poll() is not None
+    with pytest.raises(ValueError, match="picks the ports itself"):
+        start_on_free_ports(repo, grpc_port=8001)

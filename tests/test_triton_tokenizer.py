@@ -9,7 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from deploy.model_configs import parse_config, tokenizer_config
 from deploy.repository import add_tokenizer
-from deploy.server import ServerConfig, TritonServer, free_port
+from deploy.server import start_on_free_ports
 from model_def import MobileBertTokenizer
 from model_def.demo_checkpoint import write_demo_checkpoints
 
@@ -22,14 +22,7 @@ def served(tmp_path_factory):
     checkpoint = write_demo_checkpoints(root / "demo", small=True)["pretraining"]
     repo = root / "repo"
     add_tokenizer(repo, checkpoint, length_buckets=BUCKETS)
-    config = ServerConfig(
-        repository=repo,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        log_file=root / "server.log",
-    )
-    with TritonServer(config) as server:
+    with start_on_free_ports(repo, log_file=root / "server.log") as server:
         yield grpcclient.InferenceServerClient(server.grpc_url), MobileBertTokenizer.from_pretrained(checkpoint)
 
 
