@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+from triton_responses import respond_each
 
 
 def _strings(tensor, name, max_bytes):
@@ -44,15 +45,7 @@ class TritonPythonModel:
         self.max_bytes = int(params.get("max_text_bytes", str(256 * 1024)))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._tokenize(request))
-            except Exception as exc:  # one bad request must not take the instance down
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}", _error_code(exc)))
-                )
-        return responses
+        return respond_each(requests, "tokenizer", self._tokenize)
 
     def _tokenize(self, request):
         if self.choices_mode:
@@ -91,8 +84,3 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, t.reshape(*leading, *t.shape)) for n, t in tensors.items()]
         )
-
-
-def _error_code(exc):
-    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
-    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL
