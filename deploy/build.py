@@ -72,11 +72,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     if not checkpoints:
         raise BuildError("nothing to build: no task was given a checkpoint")
     tokenizer_json, model_max_length = _common_tokenizer(checkpoints)
-    if max(settings.length_buckets) > model_max_length:
-        raise BuildError(
-            f"the largest length bucket {max(settings.length_buckets)} exceeds the tokenizer's model_max_length "
-            f"{model_max_length}"
-        )
+    check_length_buckets(settings.length_buckets, model_max_length)
     flavours = tuple(dict.fromkeys(("fp32", settings.cpu.graph_flavour, settings.gpu.graph_flavour)))
     export_settings = settings.export
     export_settings.flavours = flavours
@@ -108,6 +104,14 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     (repository / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("built %d models for %d tasks into %s", len(record["models"]), len(checkpoints), repository)
     return record
+
+
+def check_length_buckets(length_buckets: tuple[int, ...], model_max_length: int) -> None:
+    if max(length_buckets) > model_max_length:
+        raise BuildError(
+            f"the largest length bucket {max(length_buckets)} exceeds the tokenizer's model_max_length "
+            f"{model_max_length}"
+        )
 
 
 def read_build_record(repository: Path) -> dict | None:

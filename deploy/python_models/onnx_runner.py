@@ -23,7 +23,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "2"))
+        options.intra_op_num_threads = int(params["intra_op_threads"])  # always written by the build (CpuSettings)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
