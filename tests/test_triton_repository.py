@@ -19,11 +19,12 @@ import tritonclient.grpc as grpcclient
 from transformers.pipelines.document_question_answering import select_starts_ends
 from tritonclient.utils import InferenceServerException
 
+from client.tasks import FILL_MASK_CANDIDATES
 from deploy.build import SOURCE_REPOSITORY
 from deploy.ensemble_configs import ensemble_config
 from deploy.model_configs import graph_signature, parse_config
 from deploy.tasks import DEPLOYMENTS
-from export.heads import CHECKPOINT_KIND_FOR_TASK
+from export.heads import CHECKPOINT_KIND_FOR_TASK, FILL_MASK_TOP_K
 from model_def import (
     MobileBertForMultipleChoice,
     MobileBertForNextSentencePrediction,
@@ -134,11 +135,11 @@ def _check_fill_mask(server, pipe, rtol):
     filled sequence), and the ten are the pipeline's top ten within the tolerance."""
     results = _results(server, "fill_mask", {"TEXT": MASKED})
     for text, per_mask in zip(MASKED, results, strict=True):
-        top = pipe(text, top_k=10)
+        top = pipe(text, top_k=FILL_MASK_TOP_K)
         top = [top] if isinstance(top[0], dict) else top
         assert len(per_mask) == len(top)
         for m, (candidates, best) in enumerate(zip(per_mask, top, strict=True)):
-            assert len(candidates) == 10
+            assert len(candidates) == FILL_MASK_TOP_K
             scores = [c["score"] for c in candidates]
             assert scores == sorted(scores, reverse=True)
             # the pipeline restricted to the served tokens: their scores, token strings and sequences
@@ -148,7 +149,7 @@ def _check_fill_mask(server, pipe, rtol):
             for c in candidates:
                 w = want[c["token"]]
                 np.testing.assert_allclose(c["score"], w["score"], rtol=rtol)
-                assert w["score"] >= best[-1]["score"] * (1 - 2 * rtol)  # a genuine top-10 token
+                assert w["score"] >= best[-1]["score"] * (1 - 2 * rtol)  # a genuine top-k token
                 assert (c["token_str"], c["sequence"]) == (w["token_str"], w["sequence"])
 
 
@@ -165,7 +166,7 @@ def test_fill_mask_sequences_of_several_masks_keep_the_other_masks_as_the_hf_pip
 ):
     text = "The [MASK] of France is [MASK]."
     (served,) = _results(triton_server_fp32, "fill_mask", {"TEXT": [text]})
-    want = fill_mask_pipeline(text, top_k=10)
+    want = fill_mask_pipeline(text, top_k=FILL_MASK_TOP_K)
     assert [[c["sequence"] for c in m] for m in served] == [[w["sequence"] for w in m] for m in want]
     first = served[0][0]
     assert first["sequence"] == f"[CLS] the {first['token_str']} of france is [MASK]. [SEP]"
@@ -476,4 +477,10 @@ def test_trimmed_fill_mask_batches_keep_their_mask_slots(triton_server, demo_sma
     assert valid.shape == (1, 8) and top.shape[:2] == (1, 8)
     assert valid[0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
     (served,) = _results(triton_server, "fill_mask", {"TEXT": ["[MASK] here"]})[0]  # one list per [MASK]
-    assert len(served) == 10 and served[0]["token"] == int(top[0, 0, 0])
+    assert len(served) == FILL_MASK_TOP_K and served[0]["token"] == int(top[0, 0, 0])
+
+
+def test_the_client_allows_exactly_the_candidates_the_fill_mask_ensemble_returns(triton_server):
+    """client/tasks.py imports nothing of the project, so its FILL_MASK_CANDIDATES is tied to the export here."""
+    (served,) = _results(triton_server, "fill_mask", {"TEXT": ["a [MASK] b"]})[0]
+    assert len(served) == FILL_MASK_CANDIDATES
