@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from client.tasks import NO_ANSWER
 from deploy.python_models.mask_filling import fill_mask_row
 from deploy.python_models.span_decoding import best_spans
 
@@ -33,8 +34,6 @@ from .inputs import Row
 
 TOP_K = 5  # fill-mask candidates per mask (the HF pipeline's default; the client's fill_mask default)
 MAX_ANSWER_LEN = 15  # tokens, the HF pipeline's default and the server's setting
-
-NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}  # the pipeline's answer for a context of no tokens
 
 
 def best_span(
