@@ -19,7 +19,7 @@ class TritonPythonModel:
     def initialize(self, args):
         folder = Path(args["model_repository"]) / args["model_version"]
         serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
-        self.k = int(serving.get("top_k", 5))
+        self.k = int(serving["top_k"])  # written by the build from deploy/tasks.py's serving_defaults
 
     def execute(self, requests):
         return respond_each(requests, "pretraining", self._respond)

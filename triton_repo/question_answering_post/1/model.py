@@ -20,8 +20,9 @@ class TritonPythonModel:
     def initialize(self, args):
         folder = Path(args["model_repository"]) / args["model_version"]
         serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
-        self.top_k = int(serving.get("top_k", 5))
-        self.max_answer_len = int(serving.get("max_answer_len", 15))
+        # written by the build from deploy/tasks.py's serving_defaults, the one place they are set
+        self.top_k = int(serving["top_k"])
+        self.max_answer_len = int(serving["max_answer_len"])
 
     def execute(self, requests):
         return respond_each(requests, "question_answering", self._respond)

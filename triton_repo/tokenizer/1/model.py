@@ -31,18 +31,19 @@ def _strings(tensor, name, max_bytes):
 
 class TritonPythonModel:
     def initialize(self, args):
+        # every parameter but `mode` is always in the config (deploy.model_configs): no defaults here to drift
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.buckets = sorted(int(b) for b in params["length_buckets"].split(","))
-        self.truncation = params.get("truncation", "longest_first")
+        self.truncation = params["truncation"]
         self.tokenizer.enable_truncation(self.buckets[-1], strategy=self.truncation)
         self.tokenizer.no_padding()
         self.choices_mode = params.get("mode", "texts") == "choices"
-        self.max_choices = int(params.get("max_choices", "32"))
+        self.max_choices = int(params["max_choices"]) if self.choices_mode else None
         # Bounds the work one request can cause: tokenizing is linear in the text, truncation happens after it.
-        self.max_bytes = int(params.get("max_text_bytes", str(256 * 1024)))
+        self.max_bytes = int(params["max_text_bytes"])
 
     def execute(self, requests):
         return respond_each(requests, "tokenizer", self._tokenize)
