@@ -21,7 +21,7 @@ TOKENIZER_OUTPUTS = {
 }
 
 # deploy/python_models/ modules every tokenizer / post-processing model may import (shipped beside its model.py)
-POST_MODULES = ("triton_responses.py", "probabilities.py")
+POST_MODULES = ("triton_responses.py", "version_files.py", "probabilities.py")
 
 
 @dataclass(frozen=True)

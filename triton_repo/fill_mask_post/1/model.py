@@ -8,22 +8,21 @@ the pipeline does: one mask, the clean sentence; several, the special tokens and
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from mask_filling import fill_mask_row
 from tokenizers import Tokenizer
 from triton_responses import input_array, respond_each
+from version_files import serving_settings, version_file
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        serving = serving_settings(args)
         self.mask_id = int(serving["mask_token_id"])
         self.max_masks = int(serving["max_masks"])
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(version_file(args, "tokenizer.json")))
         self.mask_token = self.tokenizer.id_to_token(self.mask_id)
 
     def execute(self, requests):

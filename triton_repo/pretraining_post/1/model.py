@@ -6,19 +6,16 @@ TOKEN_TOP_IDS [length, k], TOKEN_TOP_PROBS [length, k] (softmax over the vocabul
 (index 0: TEXT_PAIR follows TEXT). Padding positions are included and can be told apart by INPUT_IDS == pad id.
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from probabilities import softmax
 from triton_responses import input_array, respond_each
+from version_files import serving_settings
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        serving = serving_settings(args)
         self.k = int(serving["top_k"])  # written by the build from deploy/tasks.py's serving_defaults
 
     def execute(self, requests):

@@ -8,18 +8,17 @@ largest length bucket are truncated by the tokenizer; answers are found in the p
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from span_decoding import best_spans
 from triton_responses import input_array, respond_each
+from version_files import serving_settings
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        serving = serving_settings(args)
         # written by the build from deploy/tasks.py's serving_defaults, the one place they are set
         self.top_k = int(serving["top_k"])
         self.max_answer_len = int(serving["max_answer_len"])

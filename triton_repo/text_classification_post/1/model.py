@@ -6,18 +6,17 @@ Output RESULT [1] BYTES per row: JSON list of {label, score}.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from probabilities import labels, sigmoid, softmax
 from triton_responses import input_array, respond_each
+from version_files import serving_settings
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        serving = serving_settings(args)
         self.labels = labels(serving.get("id2label"))
         self.sigmoid = serving.get("problem_type") == "multi_label_classification" or len(self.labels) == 1
 

@@ -8,13 +8,13 @@ original text between the character offsets start and end. Text beyond the token
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from probabilities import labels, softmax
 from tokenizers import Tokenizer
 from triton_responses import input_array, respond_each
+from version_files import serving_settings, version_file
 
 
 def _split_label(label):
@@ -25,10 +25,9 @@ def _split_label(label):
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        serving = serving_settings(args)
         self.labels = labels(serving.get("id2label"))
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(version_file(args, "tokenizer.json")))
         self.ignore = {"O"}
 
     def execute(self, requests):

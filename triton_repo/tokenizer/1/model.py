@@ -8,12 +8,12 @@ parameters) rather than refused. A failing request gets an error response naming
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 from triton_responses import respond_each
+from version_files import version_file
 
 
 def _strings(tensor, name, max_bytes):
@@ -34,8 +34,7 @@ class TritonPythonModel:
         # every parameter but `mode` is always in the config (deploy.model_configs): no defaults here to drift
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(version_file(args, "tokenizer.json")))
         self.buckets = sorted(int(b) for b in params["length_buckets"].split(","))
         self.truncation = params["truncation"]
         self.tokenizer.enable_truncation(self.buckets[-1], strategy=self.truncation)
