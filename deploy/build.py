@@ -2,7 +2,8 @@
 
 For each task: export (FP32 + INT8-dynamic + INT8-QDQ, validated, cached by export's own keys), then in the
 repository `<task>_onnx/1/` (the graphs, their manifests, the onnxruntime runner), `<task>_post/1/` (committed
-post-processing + its serving.json / tokenizer.json), the `<task>` ensemble, and the shared tokenizer model(s).
+post-processing, the deploy/python_models modules it imports, its serving.json / tokenizer.json), the `<task>`
+ensemble, and the shared tokenizer model(s) (both generated from the committed tokenizer/1/model.py).
 Configs come from deploy.model_configs / deploy.ensemble_configs (Triton's protobuf), three profiles per graph:
 config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8).
 `build.json` records which models the build produced; `serve` loads exactly those.
@@ -36,11 +37,12 @@ from .model_configs import (
     tokenizer_config,
     write_config,
 )
-from .tasks import CHOICES_TOKENIZER, DEPLOYMENTS, TOKENIZER
+from .tasks import CHOICES_TOKENIZER, DEPLOYMENTS, POST_MODULES, TOKENIZER
 
 logger = logging.getLogger("deploy.build")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
-RUNNER_SOURCE = Path(__file__).resolve().parent / "python_models" / "onnx_runner.py"
+PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
+RUNNER_SOURCE = PYTHON_MODELS / "onnx_runner.py"
 BUILD_RECORD = "build.json"
 
 
@@ -70,11 +72,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     if not checkpoints:
         raise BuildError("nothing to build: no task was given a checkpoint")
     tokenizer_json, model_max_length = _common_tokenizer(checkpoints)
-    if max(settings.length_buckets) > model_max_length:
-        raise BuildError(
-            f"the largest length bucket {max(settings.length_buckets)} exceeds the tokenizer's model_max_length "
-            f"{model_max_length}"
-        )
+    check_length_buckets(settings.length_buckets, model_max_length)
     flavours = tuple(dict.fromkeys(("fp32", settings.cpu.graph_flavour, settings.gpu.graph_flavour)))
     export_settings = settings.export
     export_settings.flavours = flavours
@@ -106,6 +104,14 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     (repository / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("built %d models for %d tasks into %s", len(record["models"]), len(checkpoints), repository)
     return record
+
+
+def check_length_buckets(length_buckets: tuple[int, ...], model_max_length: int) -> None:
+    if max(length_buckets) > model_max_length:
+        raise BuildError(
+            f"the largest length bucket {max(length_buckets)} exceeds the tokenizer's model_max_length "
+            f"{model_max_length}"
+        )
 
 
 def read_build_record(repository: Path) -> dict | None:
@@ -148,14 +154,17 @@ def place_file(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _copy_committed(model: str, repository: Path) -> None:
-    source = SOURCE_REPOSITORY / model / "1" / "model.py"
-    target = repository / model / "1" / "model.py"
+def _copy_python_model(source: Path, model_dir: Path, modules: tuple[str, ...]) -> None:
+    """`source` as model_dir/1/model.py, and beside it the deploy/python_models modules it imports (the Python
+    backend puts the version folder on the model's sys.path)."""
     if not source.is_file():
         raise BuildError(f"the committed Python model {source} is missing")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.resolve() != target.resolve():
-        shutil.copy2(source, target)
+    version = model_dir / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    if source.resolve() != (version / "model.py").resolve():
+        shutil.copy2(source, version / "model.py")
+    for module in modules:
+        shutil.copy2(PYTHON_MODELS / module, version / module)
 
 
 def _add_task(
@@ -198,7 +207,7 @@ def _add_task(
     (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")
 
     post_dir = repository / deployment.post_model
-    _copy_committed(deployment.post_model, repository)
+    _copy_python_model(SOURCE_REPOSITORY / deployment.post_model / "1" / "model.py", post_dir, deployment.post_modules)
     manifest = manifests[settings.cpu.graph_flavour]
     serving = dict(manifest.serving)
     serving.update(deployment.serving_defaults)
@@ -225,10 +234,8 @@ def _figures(manifest: Manifest) -> dict:
 def add_tokenizer_model(repository: Path, name: str, tokenizer_json: str, settings: BuildSettings) -> None:
     model_dir = repository / name
     version = model_dir / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    source = SOURCE_REPOSITORY / TOKENIZER / "1" / "model.py"
-    if source.resolve() != (version / "model.py").resolve():
-        shutil.copy2(source, version / "model.py")
+    # every tokenizer model (texts, choices) runs the one committed tokenizer/1/model.py
+    _copy_python_model(SOURCE_REPOSITORY / TOKENIZER / "1" / "model.py", model_dir, POST_MODULES)
     (version / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     if name == CHOICES_TOKENIZER:
         config = choices_tokenizer_config(

@@ -17,12 +17,10 @@ import threading
 from pathlib import Path
 
 from .build import BuildError, BuildSettings, build_repository, read_build_record
+from .build_plan import build_summary, deployment_plan
 from .model_configs import BatchingSettings, CpuSettings
 from .server import ADMIN_HEADER, GRPC_ADMIN_HEADER, ServerConfig, ServerError, ServerTls, TritonServer
 from .tasks import DEPLOYMENTS
-
-DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints")
-SMALL_DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints-small")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,22 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from export.cli import is_checkpoint_set, resolve_checkpoints
     from export.errors import ExportError
 
     try:
-        if args.demo:
-            checkpoint = SMALL_DEMO_CHECKPOINTS if args.small else DEMO_CHECKPOINTS
-            if not is_checkpoint_set(checkpoint):
-                from model_def.demo_checkpoint import DEMO_NOTICE, write_demo_checkpoints
-
-                write_demo_checkpoints(checkpoint, small=args.small)
-                logging.getLogger("deploy").warning(DEMO_NOTICE)
-        else:
-            checkpoint = args.checkpoint.expanduser()
         overrides = dict(_parse_override(t) for t in args.task_checkpoint)
-        plan = resolve_checkpoints(checkpoint, args.task, overrides)
-        plan = {t: c for t, c in plan.items() if t in DEPLOYMENTS}
+        plan = deployment_plan(
+            None if args.demo else args.checkpoint, small=args.small, tasks=args.task, overrides=overrides
+        )
         settings = BuildSettings(
             batching=BatchingSettings(
                 max_batch_size=args.max_batch_size,
@@ -122,12 +111,7 @@ def _build(args: argparse.Namespace) -> int:
     except (BuildError, ExportError, ValueError) as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1
-    print(f"\n{'task':22s} {'graph':28s} {'MB':>6s} {'cosine':>8s}")
-    for task, graphs in record["graphs"].items():
-        for g in graphs.values():
-            cosine = "" if g["cosine"] is None else f"{g['cosine']:.5f}"
-            print(f"{task:22s} {g['graph']:28s} {g['MB']:6.1f} {cosine:>8s}")
-    print(f"\nrepository {args.repository}: {len(record['models'])} models; serve it with: python -m deploy serve")
+    print(build_summary(record, args.repository))
     return 0
 
 

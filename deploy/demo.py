@@ -22,7 +22,8 @@ import numpy as np
 from client import MobileBertClient
 from model_def.corpus import corpus_lines, qa_examples
 
-from .build import BuildError, read_build_record
+from .build import BuildError, BuildSettings, build_repository, read_build_record
+from .build_plan import build_summary, deployment_plan
 from .server import ServerError, start_on_free_ports
 
 logger = logging.getLogger("deploy.demo")
@@ -118,15 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("deploy").setLevel(logging.INFO)
-
-    from . import cli
+    logging.getLogger("export").setLevel(logging.INFO)
 
     if not args.skip_build:
-        build_args = ["build", "--repository", str(args.repository)]
-        build_args += ["--checkpoint", str(args.checkpoint)] if args.checkpoint else ["--demo"]
-        build_args += ["--small"] if args.small and not args.checkpoint else []
-        if cli.main(build_args) != 0:
+        from export.errors import ExportError
+
+        try:
+            plan = deployment_plan(args.checkpoint, small=args.small)
+            built = build_repository(args.repository, plan, BuildSettings())
+        except (BuildError, ExportError, ValueError) as exc:
+            print(f"build failed: {exc}", file=sys.stderr)
             return 1
+        print(build_summary(built, args.repository))
     record = read_build_record(args.repository)
     if record is None:
         print(f"demo failed: {args.repository} has no build record; run without --skip-build", file=sys.stderr)

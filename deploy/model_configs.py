@@ -68,7 +68,8 @@ class BatchingSettings:
 
     max_batch_size: int = 64
     # 4/8 rather than 8/16: with two runner instances a batch of 4 goes to the idle instance instead of waiting to
-    # grow (measured +2-6% end to end, README "Tuning"); 1-thread sessions gain little beyond batch 8 (bench_batching).
+    # grow (faster end to end: figures in README "Tuning"); 1-thread sessions gain little beyond batch 8
+    # (benchmarks/bench_batching.py).
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
 
@@ -87,8 +88,8 @@ class CpuSettings:
     """The default profile: the pip-installed server, graphs run by onnxruntime inside a Python-backend runner."""
 
     graph_flavour: str = "int8-dynamic"
-    # instances x threads = cores. Two single-thread instances beat one two-thread instance by ~15% end to end on
-    # 2 cores (README "Tuning"): a 1-thread session never waits at a thread-pool barrier for a core the tokenizer,
+    # instances x threads = cores. Two single-thread instances beat one two-thread instance end to end on 2 cores
+    # (figures in README "Tuning"): a 1-thread session never waits at a thread-pool barrier for a core the tokenizer,
     # post-processing or gRPC took, and the two instances overlap one batch's Python work with the other's compute.
     intra_op_threads: int = 1
     instances: int = 2

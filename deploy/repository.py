@@ -6,7 +6,7 @@ from pathlib import Path
 
 from model_def import MobileBertTokenizer
 
-from .build import BuildError, BuildSettings, add_tokenizer_model
+from .build import BuildSettings, add_tokenizer_model, check_length_buckets
 from .model_configs import DEFAULT_LENGTH_BUCKETS
 
 
@@ -20,11 +20,7 @@ def add_tokenizer(
 ) -> Path:
     """The tokenizer model: model.py, config.pbtxt, and tokenizer.json saved from the checkpoint's tokenizer."""
     tokenizer = MobileBertTokenizer.from_pretrained(checkpoint)
-    if max(length_buckets) > tokenizer.model_max_length:
-        raise BuildError(
-            f"the largest length bucket {max(length_buckets)} exceeds the tokenizer's model_max_length "
-            f"{tokenizer.model_max_length}"
-        )
+    check_length_buckets(length_buckets, tokenizer.model_max_length)
     settings = BuildSettings(length_buckets=length_buckets, truncation=truncation)
     add_tokenizer_model(Path(repository), name, tokenizer.backend.to_str(), settings)
     return Path(repository) / name

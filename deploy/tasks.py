@@ -20,6 +20,9 @@ TOKENIZER_OUTPUTS = {
     "offsets": (mc.TYPE_INT64, (-1, 2)),
 }
 
+# deploy/python_models/ modules every tokenizer / post-processing model may import (shipped beside its model.py)
+POST_MODULES = ("triton_responses.py", "version_files.py", "probabilities.py")
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -43,6 +46,8 @@ class TaskDeployment:
     post_text_inputs: tuple[str, ...] = ()  # ensemble inputs the post-processing also reads
     post_token_inputs: tuple[str, ...] = ()  # tokenizer outputs the post-processing also reads
     post_files: tuple[str, ...] = ("serving.json",)  # files the post-processing model loads
+    # modules of deploy/python_models/ the post-processing model imports from its version folder
+    post_modules: tuple[str, ...] = POST_MODULES
     serving_defaults: dict = field(default_factory=dict)  # extra post-processing settings (serving.json)
     batched: bool = True  # False: one request = one set (multiple choice), no batch dimension
 
@@ -83,6 +88,7 @@ DEPLOYMENTS: dict[str, TaskDeployment] = {
             tokenizer_inputs={"TEXT": "TEXT"},
             post_token_inputs=("input_ids", "attention_mask"),
             post_files=("serving.json", "tokenizer.json"),
+            post_modules=(*POST_MODULES, "mask_filling.py"),
         ),
         TaskDeployment(
             "text_classification",
@@ -124,6 +130,7 @@ DEPLOYMENTS: dict[str, TaskDeployment] = {
             tokenizer_inputs={"TEXT": "QUESTION", "TEXT_PAIR": "CONTEXT"},
             post_text_inputs=("CONTEXT",),
             post_token_inputs=("token_type_ids", "attention_mask", "offsets"),
+            post_modules=(*POST_MODULES, "span_decoding.py"),
             serving_defaults={"top_k": 5, "max_answer_len": 15},
         ),
         TaskDeployment(

@@ -16,51 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model_def import MobileBertConfig
-
+from .checkpoints import DEMO_CHECKPOINTS, demo_checkpoints, resolve_checkpoints
 from .errors import ExportError
-from .heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS, TASKS_BY_ARCHITECTURE
+from .heads import HEAD_SPECS
 from .pipeline import FLAVOURS, ExportSettings, Manifest, export_head
 
 logger = logging.getLogger("export")
-DEMO_CHECKPOINTS = Path("artifacts/demo-checkpoints")
-
-
-def is_checkpoint_set(directory: Path) -> bool:
-    """A directory of per-kind checkpoints (pretraining/, question-answering/, ...) rather than one checkpoint."""
-    return not (directory / "config.json").is_file() and any(
-        (directory / kind / "config.json").is_file() for kind in set(CHECKPOINT_KIND_FOR_TASK.values())
-    )
-
-
-def tasks_for_checkpoint(directory: Path) -> tuple[str, ...]:
-    config = MobileBertConfig.from_pretrained(directory)
-    tasks: list[str] = []
-    for arch in config.architectures or ["MobileBertModel"]:
-        tasks += TASKS_BY_ARCHITECTURE.get(arch, ())
-    if not tasks:
-        raise ExportError(f"{directory}: architectures {config.architectures} serve no known task")
-    return tuple(dict.fromkeys(tasks))
-
-
-def resolve_checkpoints(checkpoint: Path, tasks: list[str] | None, overrides: dict[str, Path]) -> dict[str, Path]:
-    """task -> checkpoint directory."""
-    if is_checkpoint_set(checkpoint):
-        available = {
-            t: checkpoint / kind for t, kind in CHECKPOINT_KIND_FOR_TASK.items() if (checkpoint / kind).is_dir()
-        }
-        chosen = tasks or list(available)
-        missing = [t for t in chosen if t not in available and t not in overrides]
-        if missing:
-            raise ExportError(f"checkpoint set {checkpoint} has no checkpoint for {missing}")
-        plan = {t: available[t] for t in chosen if t in available}
-    else:
-        if not checkpoint.is_dir():
-            raise ExportError(f"checkpoint directory {checkpoint} does not exist")
-        chosen = tasks or list(tasks_for_checkpoint(checkpoint))
-        plan = {t: checkpoint for t in chosen}
-    plan.update(overrides)
-    return plan
 
 
 def _parse_override(text: str) -> tuple[str, Path]:
@@ -96,16 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     try:
-        if args.demo:
-            checkpoint = DEMO_CHECKPOINTS
-            if not is_checkpoint_set(checkpoint):
-                from model_def.demo_checkpoint import DEMO_NOTICE, write_demo_checkpoints
-
-                logger.info("writing demo checkpoints to %s", checkpoint)
-                write_demo_checkpoints(checkpoint)
-                logger.warning(DEMO_NOTICE)
-        else:
-            checkpoint = args.checkpoint.expanduser()
+        checkpoint = demo_checkpoints() if args.demo else args.checkpoint.expanduser()
         plan = resolve_checkpoints(checkpoint, args.task, dict(args.task_checkpoint))
         settings = ExportSettings(
             flavours=tuple(args.flavour or FLAVOURS),

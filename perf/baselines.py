@@ -4,11 +4,11 @@
     fill_mask: `transformers.pipeline("fill-mask")` (top 5 per mask, each with its decoded sequence).
     question_answering: transformers 5 removed the question-answering pipeline, so this is
     `MobileBertForQuestionAnswering` + the fast tokenizer + the pipeline's span decoding (softmax over the context
-    tokens and [CLS], best p_start * p_end with end >= start and at most 15 tokens; character offsets), as
-    tests/test_triton_repository.py's reference does. Best answer only (the pipeline's default top_k=1).
+    tokens and [CLS], best p_start * p_end with end >= start and at most 15 tokens; character offsets). Best answer
+    only (the pipeline's default top_k=1).
 (b) `OrtInt8`: the ceiling for serving - onnxruntime in-process on the INT8-dynamic graph the server runs, our
-    tokenizer (MobileBertTokenizer, padding to the longest row of each batch) and the same decoding as the
-    server's post-processing models (fill_mask: top 5 per mask with decoded sequences; QA: best span).
+    tokenizer (MobileBertTokenizer, padding to the longest row of each batch) and the server's post-processing
+    decoding itself (deploy/python_models: mask_filling for fill_mask, top 5 per mask; span_decoding for QA).
 
 Both take a batch of rows (perf.inputs) and return one result per row. `measure_round` runs a candidate over the rows
 in batches for a given time and reports sequences/s; `warm_up` runs it once over every distinct batch first.
@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from client.tasks import NO_ANSWER
+from deploy.python_models.mask_filling import fill_mask_row
+from deploy.python_models.span_decoding import best_spans
+
 from .environment import ForeignCpu
 from .inputs import Row
 
@@ -32,29 +36,12 @@ TOP_K = 5  # fill-mask candidates per mask (the HF pipeline's default; the clien
 MAX_ANSWER_LEN = 15  # tokens, the HF pipeline's default and the server's setting
 
 
-def _masked_softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    shifted = np.where(allowed, logits, -np.inf)
-    shifted = np.exp(shifted - shifted.max())
-    return shifted / shifted.sum()
-
-
 def best_span(
     start_logits: np.ndarray, end_logits: np.ndarray, context: np.ndarray, offsets: np.ndarray, text: str
 ) -> dict:
-    """The HF question-answering pipeline's best span for one row (context: bool mask of context tokens)."""
-    if not context.any():
-        return {"answer": "", "score": 0.0, "start": 0, "end": 0}
-    normalised = context.copy()
-    normalised[0] = True  # [CLS] takes part in the softmax, never in an answer
-    p_start = _masked_softmax(start_logits.astype(np.float64), normalised)
-    p_end = _masked_softmax(end_logits.astype(np.float64), normalised)
-    p_start[0] = p_end[0] = 0.0
-    p_start[~context] = 0.0
-    p_end[~context] = 0.0
-    scores = np.tril(np.triu(np.outer(p_start, p_end)), MAX_ANSWER_LEN - 1)
-    s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    begin, finish = int(offsets[s][0]), int(offsets[e][1])
-    return {"answer": text[begin:finish], "score": float(scores[s, e]), "start": begin, "end": finish}
+    """The best span of one row (context: bool mask of context tokens), decoded as the server decodes it."""
+    spans = best_spans(start_logits, end_logits, context, offsets, text, top_k=1, max_answer_len=MAX_ANSWER_LEN)
+    return spans[0] if spans else dict(NO_ANSWER)
 
 
 class HfEager:
@@ -132,6 +119,7 @@ class OrtInt8:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizers = [MobileBertTokenizer.from_pretrained(checkpoint) for _ in range(sessions)]
         self.decoder = self.tokenizers[0].backend  # tokenizers.Tokenizer, as the post-processing model uses
+        self.mask_id = self.tokenizers[0].mask_token_id
         self.how = f"{Path(graph).name}, MobileBertTokenizer (dynamic padding per batch), server decoding"
 
     def __call__(self, rows: list[Row]) -> list[Any]:
@@ -170,24 +158,11 @@ class OrtInt8:
             results.append(best_span(starts[i], ends[i], is_context, offsets[i], context))
         return results
 
-    def _fill_mask_row(self, enc, r, positions, valid, top_ids, top_probs) -> list[dict]:
+    def _fill_mask_row(self, enc, r, positions, valid, top_ids, top_probs) -> list:
         tokens = enc["input_ids"][r][enc["attention_mask"][r] > 0]
-        per_mask = []
-        for m in np.flatnonzero(valid[r]):
-            candidates = []
-            for token_id, prob in zip(top_ids[r, m, :TOP_K].tolist(), top_probs[r, m, :TOP_K].tolist(), strict=True):
-                filled = tokens.copy()
-                filled[int(positions[r, m])] = token_id
-                candidates.append(
-                    {
-                        "score": float(prob),
-                        "token": int(token_id),
-                        "token_str": self.decoder.decode([token_id]),
-                        "sequence": self.decoder.decode(filled.tolist(), skip_special_tokens=True),
-                    }
-                )
-            per_mask.append(candidates)
-        return per_mask[0] if len(per_mask) == 1 else per_mask
+        count = int((tokens == self.mask_id).sum())
+        per_mask = fill_mask_row(tokens, positions[r], valid[r], top_ids[r], top_probs[r], self.decoder, count, TOP_K)
+        return per_mask[0] if len(per_mask) == 1 else per_mask  # the pipeline's shape: one mask, one flat list
 
 
 def batches_of(rows: list[Row], batch: int) -> list[list[Row]]:

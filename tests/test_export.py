@@ -15,8 +15,8 @@ from conftest import FAST
 from trained_model import train_small_models
 
 import model_def
+from export.checkpoints import resolve_checkpoints
 from export.cli import main as export_main
-from export.cli import resolve_checkpoints
 from export.cpu import cpu_signature
 from export.errors import ExportError, GateFailure
 from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS, INPUT_NAMES

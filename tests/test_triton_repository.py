@@ -16,13 +16,15 @@ import pytest
 import torch
 import transformers
 import tritonclient.grpc as grpcclient
+from transformers.pipelines.document_question_answering import select_starts_ends
 from tritonclient.utils import InferenceServerException
 
+from client.tasks import FILL_MASK_CANDIDATES
 from deploy.build import SOURCE_REPOSITORY
 from deploy.ensemble_configs import ensemble_config
 from deploy.model_configs import graph_signature, parse_config
 from deploy.tasks import DEPLOYMENTS
-from export.heads import CHECKPOINT_KIND_FOR_TASK
+from export.heads import CHECKPOINT_KIND_FOR_TASK, FILL_MASK_TOP_K
 from model_def import (
     MobileBertForMultipleChoice,
     MobileBertForNextSentencePrediction,
@@ -124,48 +126,52 @@ def test_a_typo_in_a_config_fails_parsing(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fill_mask_reference(demo_small):
-    path = _ckpt(demo_small, "fill_mask")
-    model = transformers.MobileBertForMaskedLM.from_pretrained(path).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    return model, tokenizer
+def fill_mask_pipeline(demo_small):
+    return transformers.pipeline("fill-mask", model=_ckpt(demo_small, "fill_mask"), device="cpu")
 
 
-def _mask_probs(model, tokenizer, text):
-    encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
-    with torch.no_grad():
-        logits = model(**encoded).logits[0]
-    ids = encoded["input_ids"][0]
-    positions = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
-    return ids, positions, torch.softmax(logits[positions].double(), -1).numpy()
-
-
-def _check_fill_mask(server, reference, rtol):
-    model, tokenizer = reference
+def _check_fill_mask(server, pipe, rtol):
+    """Each served candidate is what transformers' fill-mask pipeline says for that token (score, token_str and the
+    filled sequence), and the ten are the pipeline's top ten within the tolerance."""
     results = _results(server, "fill_mask", {"TEXT": MASKED})
     for text, per_mask in zip(MASKED, results, strict=True):
-        ids, positions, probs = _mask_probs(model, tokenizer, text)
-        assert len(per_mask) == len(positions)
-        for candidates, position, p in zip(per_mask, positions, probs, strict=True):
-            assert len(candidates) == 10
+        top = pipe(text, top_k=FILL_MASK_TOP_K)
+        top = [top] if isinstance(top[0], dict) else top
+        assert len(per_mask) == len(top)
+        for m, (candidates, best) in enumerate(zip(per_mask, top, strict=True)):
+            assert len(candidates) == FILL_MASK_TOP_K
             scores = [c["score"] for c in candidates]
             assert scores == sorted(scores, reverse=True)
-            tenth = np.sort(p)[-10]
+            # the pipeline restricted to the served tokens: their scores, token strings and sequences
+            targets = [pipe.tokenizer.convert_ids_to_tokens(c["token"]) for c in candidates]
+            want = pipe(text, targets=targets, top_k=len(targets))
+            want = {w["token"]: w for w in (want if len(top) == 1 else want[m])}
             for c in candidates:
-                np.testing.assert_allclose(c["score"], p[c["token"]], rtol=rtol)
-                assert p[c["token"]] >= tenth * (1 - 2 * rtol)  # a genuine top-10 token
-                assert c["token_str"] == tokenizer.decode([c["token"]])
-                filled = ids.clone()
-                filled[position] = c["token"]
-                assert c["sequence"] == tokenizer.decode(filled, skip_special_tokens=True)
+                w = want[c["token"]]
+                np.testing.assert_allclose(c["score"], w["score"], rtol=rtol)
+                assert w["score"] >= best[-1]["score"] * (1 - 2 * rtol)  # a genuine top-k token
+                assert (c["token_str"], c["sequence"]) == (w["token_str"], w["sequence"])
 
 
-def test_fill_mask_fp32_equals_pytorch(triton_server_fp32, fill_mask_reference):
-    _check_fill_mask(triton_server_fp32, fill_mask_reference, rtol=1e-4)
+def test_fill_mask_fp32_equals_the_hf_pipeline(triton_server_fp32, fill_mask_pipeline):
+    _check_fill_mask(triton_server_fp32, fill_mask_pipeline, rtol=1e-4)
 
 
-def test_fill_mask_int8_scores_track_pytorch(triton_server, fill_mask_reference):
-    _check_fill_mask(triton_server, fill_mask_reference, rtol=0.05)
+def test_fill_mask_int8_scores_track_the_hf_pipeline(triton_server, fill_mask_pipeline):
+    _check_fill_mask(triton_server, fill_mask_pipeline, rtol=0.05)
+
+
+def test_fill_mask_sequences_of_several_masks_keep_the_other_masks_as_the_hf_pipeline_does(
+    triton_server_fp32, fill_mask_pipeline
+):
+    text = "The [MASK] of France is [MASK]."
+    (served,) = _results(triton_server_fp32, "fill_mask", {"TEXT": [text]})
+    want = fill_mask_pipeline(text, top_k=FILL_MASK_TOP_K)
+    assert [[c["sequence"] for c in m] for m in served] == [[w["sequence"] for w in m] for m in want]
+    first = served[0][0]
+    assert first["sequence"] == f"[CLS] the {first['token_str']} of france is [MASK]. [SEP]"
+    (single,) = _results(triton_server_fp32, "fill_mask", {"TEXT": ["The capital of France is [MASK]."]})
+    assert single[0][0]["sequence"] == f"the capital of france is {single[0][0]['token_str']}."
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +232,8 @@ def test_token_classification_int8_agrees_on_most_texts(triton_server, hf_pipeli
 
 @pytest.fixture(scope="module")
 def qa_reference(demo_small):
-    """The question-answering pipeline's span decoding (removed from transformers 5) on PyTorch logits."""
+    """transformers' own question-answering span decoding (`select_starts_ends`, which transformers 5 keeps in its
+    document question-answering pipeline) on PyTorch logits, with the fast tokenizer's character offsets."""
     path = _ckpt(demo_small, "question_answering")
     model = transformers.MobileBertForQuestionAnswering.from_pretrained(path).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -236,24 +243,21 @@ def qa_reference(demo_small):
         offsets = enc.pop("offset_mapping")
         with torch.no_grad():
             out = model(**{k: torch.tensor([v]) for k, v in enc.items()})
-        context_tokens = np.array([s == 1 for s in enc.sequence_ids()])
-        kept = context_tokens.copy()
-        kept[0] = True  # the pipeline keeps [CLS] in the softmax, then zeroes it
-        probs = []
-        for logits in (out.start_logits[0].double().numpy(), out.end_logits[0].double().numpy()):
-            p = np.exp(np.where(kept, logits, -10000.0) - np.where(kept, logits, -10000.0).max())
-            p /= p.sum()
-            p[0] = 0.0
-            probs.append(p)
-        scores = np.tril(np.triu(np.outer(*probs)), max_answer_len - 1)
-        spans = []
-        for flat in np.argsort(-scores, axis=None, kind="stable"):
-            s, e = np.unravel_index(flat, scores.shape)
-            if context_tokens[s] and context_tokens[e]:
-                spans.append({"start": offsets[s][0], "end": offsets[e][1], "score": float(scores[s, e])})
-            if len(spans) == top_k:
-                break
-        return spans
+        # p_mask as the question-answering pipeline built it: 1 outside the context, 0 for context tokens and [CLS]
+        p_mask = np.array([[s != 1 for s in enc.sequence_ids()]], dtype=int)
+        p_mask[0, 0] = 0
+        starts, ends, scores, _ = select_starts_ends(
+            out.start_logits.double().numpy(),
+            out.end_logits.double().numpy(),
+            p_mask,
+            np.array([enc["attention_mask"]]),
+            top_k=top_k,
+            max_answer_len=max_answer_len,
+        )
+        return [
+            {"start": offsets[s][0], "end": offsets[e][1], "score": float(p)}
+            for s, e, p in zip(starts, ends, scores, strict=True)
+        ]
 
     return answer
 
@@ -273,7 +277,7 @@ def _check_qa(server, reference, atol, exact):
             assert (got[0]["start"], got[0]["end"]) in [(w["start"], w["end"]) for w in want]
 
 
-def test_question_answering_fp32_equals_the_pipeline_decoding_of_pytorch_logits(triton_server_fp32, qa_reference):
+def test_question_answering_fp32_equals_transformers_span_decoding_of_pytorch_logits(triton_server_fp32, qa_reference):
     _check_qa(triton_server_fp32, qa_reference, atol=1e-4, exact=True)
 
 
@@ -473,4 +477,10 @@ def test_trimmed_fill_mask_batches_keep_their_mask_slots(triton_server, demo_sma
     assert valid.shape == (1, 8) and top.shape[:2] == (1, 8)
     assert valid[0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
     (served,) = _results(triton_server, "fill_mask", {"TEXT": ["[MASK] here"]})[0]  # one list per [MASK]
-    assert len(served) == 10 and served[0]["token"] == int(top[0, 0, 0])
+    assert len(served) == FILL_MASK_TOP_K and served[0]["token"] == int(top[0, 0, 0])
+
+
+def test_the_client_allows_exactly_the_candidates_the_fill_mask_ensemble_returns(triton_server):
+    """client/tasks.py imports nothing of the project, so its FILL_MASK_CANDIDATES is tied to the export here."""
+    (served,) = _results(triton_server, "fill_mask", {"TEXT": ["a [MASK] b"]})[0]
+    assert len(served) == FILL_MASK_CANDIDATES

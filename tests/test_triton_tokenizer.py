@@ -7,6 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from deploy.build import BuildError
 from deploy.model_configs import parse_config, tokenizer_config
 from deploy.repository import add_tokenizer
 from deploy.server import start_on_free_ports
@@ -83,3 +84,9 @@ def test_tokenizer_config_round_trips_through_triton_model_config(tmp_path):
         parse_config(tmp_path / "bad.pbtxt")
     with pytest.raises(ValueError, match="truncation must be"):
         tokenizer_config(truncation="middle")
+
+
+def test_a_length_bucket_beyond_the_tokenizers_model_max_length_is_refused_naming_both(tmp_path, demo_small):
+    with pytest.raises(BuildError, match="largest length bucket 1024 exceeds the tokenizer's model_max_length 512"):
+        add_tokenizer(tmp_path / "repo", demo_small / "pretraining", length_buckets=(32, 1024))
+    assert not (tmp_path / "repo").exists()

@@ -22,8 +22,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
+        # graph, intra_op_threads and trim_padding are always in the config (deploy.model_configs, from
+        # CpuSettings): no defaults here that could drift from the settings
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "2"))
+        options.intra_op_num_threads = int(params["intra_op_threads"])
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -42,7 +44,7 @@ class TritonPythonModel:
         # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
         # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
         # back to what the untrimmed run would return. An axis of any other form turns trimming off.
-        self.trim_padding = params.get("trim_padding", "true") == "true" and "attention_mask" in self.input_names
+        self.trim_padding = params["trim_padding"] == "true" and "attention_mask" in self.input_names
         self.sequence_axes = {}
         for output in self.session.get_outputs():
             axes = {}

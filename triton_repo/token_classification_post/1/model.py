@@ -8,15 +8,13 @@ original text between the character offsets start and end. Text beyond the token
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from probabilities import labels, softmax
 from tokenizers import Tokenizer
-
-
-def _input(request, name):
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+from triton_responses import input_array, respond_each
+from version_files import serving_settings, version_file
 
 
 def _split_label(label):
@@ -27,31 +25,22 @@ def _split_label(label):
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = Path(args["model_repository"]) / args["model_version"]
-        serving = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
-        id2label = serving.get("id2label") or {}
-        self.labels = [id2label.get(str(i), f"LABEL_{i}") for i in range(len(id2label))]
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        serving = serving_settings(args)
+        self.labels = labels(serving.get("id2label"))
+        self.tokenizer = Tokenizer.from_file(str(version_file(args, "tokenizer.json")))
         self.ignore = {"O"}
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._respond(request))
-            except Exception as exc:  # one bad request must not take the instance down
-                error = pb_utils.TritonError(f"token_classification: {exc}", _error_code(exc))
-                responses.append(pb_utils.InferenceResponse(error=error))
-        return responses
+        return respond_each(requests, "token_classification", self._respond)
 
     def _respond(self, request):
-        logits = _input(request, "logits").astype(np.float64)
-        ids, mask, offsets = _input(request, "input_ids"), _input(request, "attention_mask"), _input(request, "offsets")
-        texts = [v.decode("utf-8") for v in _input(request, "TEXT").reshape(-1)]
+        logits = input_array(request, "logits")
+        ids, mask = input_array(request, "input_ids"), input_array(request, "attention_mask")
+        offsets = input_array(request, "offsets")
+        texts = [v.decode("utf-8") for v in input_array(request, "TEXT").reshape(-1)]
         if logits.shape[-1] != len(self.labels):
             raise ValueError(f"got {logits.shape[-1]} logits per token for {len(self.labels)} labels")
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probs = shifted / shifted.sum(axis=-1, keepdims=True)
+        probs = softmax(logits)
         rows = [
             json.dumps(self._entities(texts[r], ids[r], mask[r], offsets[r], probs[r])).encode()
             for r in range(len(texts))
@@ -91,8 +80,3 @@ class TritonPythonModel:
             for e in entities
             if e["entity_group"] not in self.ignore
         ]
-
-
-def _error_code(exc):
-    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
-    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL

@@ -8,11 +8,12 @@ parameters) rather than refused. A failing request gets an error response naming
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+from triton_responses import respond_each
+from version_files import version_file
 
 
 def _strings(tensor, name, max_bytes):
@@ -30,29 +31,21 @@ def _strings(tensor, name, max_bytes):
 
 class TritonPythonModel:
     def initialize(self, args):
+        # every parameter but `mode` is always in the config (deploy.model_configs): no defaults here to drift
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"]
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(version_file(args, "tokenizer.json")))
         self.buckets = sorted(int(b) for b in params["length_buckets"].split(","))
-        self.truncation = params.get("truncation", "longest_first")
+        self.truncation = params["truncation"]
         self.tokenizer.enable_truncation(self.buckets[-1], strategy=self.truncation)
         self.tokenizer.no_padding()
         self.choices_mode = params.get("mode", "texts") == "choices"
-        self.max_choices = int(params.get("max_choices", "32"))
+        self.max_choices = int(params["max_choices"]) if self.choices_mode else None
         # Bounds the work one request can cause: tokenizing is linear in the text, truncation happens after it.
-        self.max_bytes = int(params.get("max_text_bytes", str(256 * 1024)))
+        self.max_bytes = int(params["max_text_bytes"])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._tokenize(request))
-            except Exception as exc:  # one bad request must not take the instance down
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"tokenizer: {exc}", _error_code(exc)))
-                )
-        return responses
+        return respond_each(requests, "tokenizer", self._tokenize)
 
     def _tokenize(self, request):
         if self.choices_mode:
@@ -91,8 +84,3 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, t.reshape(*leading, *t.shape)) for n, t in tensors.items()]
         )
-
-
-def _error_code(exc):
-    """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
-    return pb_utils.TritonError.INVALID_ARG if isinstance(exc, ValueError) else pb_utils.TritonError.INTERNAL
