@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from export.pipeline import ExportSettings, Manifest, export_head, graph_paths
+from export.cpu import cpu_signature, same_kernels
+from export.pipeline import ExportSettings, Manifest, export_head, graph_paths, read_manifest
 from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .ensemble_configs import ensemble_config, post_config
@@ -112,6 +113,26 @@ def check_length_buckets(length_buckets: tuple[int, ...], model_max_length: int)
             f"the largest length bucket {max(length_buckets)} exceeds the tokenizer's model_max_length "
             f"{model_max_length}"
         )
+
+
+# The graphs the CPU profiles serve (int8-qdq is TensorRT's, validated there by its own engine build).
+CPU_SERVED_FLAVOURS = ("int8-dynamic", "fp32")
+
+
+def graphs_not_validated_here(repository: Path) -> list[str]:
+    """CPU-served graphs in a built repository whose gates never ran on this CPU's kernels, as "<model>/<graph>".
+
+    A repository built on one machine and served on another (copied, or baked into an image) carries manifests
+    that name the CPUs it was proven on; `deploy build` on this machine validates it here.
+    """
+    here = cpu_signature()
+    unproven = []
+    for flavour in CPU_SERVED_FLAVOURS:
+        for path in sorted(Path(repository).glob(f"*_onnx/1/model.{flavour}.json")):
+            manifest = read_manifest(path) or {}
+            if not any(same_kernels(cpu, here) for cpu in manifest.get("validated_on", [])):
+                unproven.append(f"{path.parent.parent.name}/{path.stem}")
+    return unproven
 
 
 def read_build_record(repository: Path) -> dict | None:

@@ -16,7 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
-from .build import BuildError, BuildSettings, build_repository, read_build_record
+from export.cpu import cpu_signature
+
+from .build import BuildError, BuildSettings, build_repository, graphs_not_validated_here, read_build_record
 from .build_plan import build_summary, deployment_plan
 from .model_configs import BatchingSettings, CpuSettings
 from .server import ADMIN_HEADER, GRPC_ADMIN_HEADER, ServerConfig, ServerError, ServerTls, TritonServer
@@ -138,6 +140,15 @@ def _admin_key(path: Path) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     record = read_build_record(args.repository)
+    unproven = graphs_not_validated_here(args.repository)
+    if unproven:
+        cpu = cpu_signature()
+        print(
+            f"warning: {len(unproven)} graphs passed their fidelity gates on other CPUs only, not on this one "
+            f"({cpu['model']}; {' '.join(cpu['isa'])}): {', '.join(unproven)}. Run `python -m deploy build` here "
+            "to validate them on this CPU's kernels.",
+            file=sys.stderr,
+        )
     if (args.tls_cert is None) != (args.tls_key is None):
         print("serve failed: --tls-cert and --tls-key go together", file=sys.stderr)
         return 1
