@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test lint format demo build serve soak cluster export bench clean
+.PHONY: help setup system-deps test test-quick lint format demo build serve soak cluster export bench clean
 
 help:
 	@echo "make demo   - the main job, end to end"
 	@echo "make test   - the whole test suite (what CI runs)"
+	@echo "make test-quick - the unit tier only (no server, no export; for the edit loop)"
 	@echo "make lint   - ruff"
 	@echo "make build  - demo checkpoints -> export -> triton_repo/ (make serve: serve it)"
 	@echo "make export - export every head of the demo checkpoints to FP32/INT8 ONNX"
@@ -38,6 +39,11 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The edit loop: unit tests only (no Triton server, no ONNX export); `make test` stays the whole suite.
+test-quick: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not functional"
 
 lint: setup
 	$(VENV)/bin/ruff check .

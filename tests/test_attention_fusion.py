@@ -16,6 +16,9 @@ from export.heads import HEAD_SPECS
 from export.pipeline import graph_paths
 from model_def import MobileBertConfig
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()

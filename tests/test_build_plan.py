@@ -5,9 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from deploy.build_plan import build_summary, deployment_plan
 from deploy.tasks import DEPLOYMENTS
 from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS
+
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
 
 
 def test_a_checkpoint_set_plans_every_deployable_task_from_its_kind_directory(demo_small):

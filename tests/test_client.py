@@ -40,6 +40,9 @@ from client.options import parse_urls
 from deploy.server import ServerTls, TritonServer, free_port, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 FILL_MASK_MODELS = ["tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"]
 PAIR = np.array([["B"]])
 CONTEXT = "The Eiffel Tower is in Paris. It was built in 1889 by Gustave Eiffel."

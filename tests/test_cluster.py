@@ -18,6 +18,9 @@ from client import MobileBertClient
 from client.errors import MobileBertClientError
 from deploy.cluster import Cluster, ClusterConfig, haproxy_config
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 FILL_MASK_MODELS = ["tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"]
 TEXTS = [f"sentence number {i} has a [MASK] in it." for i in range(24)]
 

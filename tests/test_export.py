@@ -24,6 +24,9 @@ from export.pipeline import ExportSettings, Manifest, export_head, graph_paths, 
 from export.validate import Gates
 from model_def.demo_checkpoint import write_demo_checkpoints
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 
 @pytest.mark.parametrize("task", sorted(HEAD_SPECS))
 def test_every_head_exports_three_validated_flavours_with_manifests(exported_small, task):

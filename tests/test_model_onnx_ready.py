@@ -10,6 +10,9 @@ from hf_factory import HEAD_NAMES, example_inputs, max_rel_diff, output_fields
 
 import model_def
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 

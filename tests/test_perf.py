@@ -22,6 +22,9 @@ from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
 from perf.tune import Variant, run_tuning, variant_repository
 from perf.tune import markdown as tune_markdown
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 TASKS = ("fill_mask", "question_answering")
 MODELS = {
     "fill_mask": ("tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"),

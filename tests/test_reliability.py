@@ -21,6 +21,9 @@ from deploy.server import GRPC_ADMIN_HEADER, TritonServer, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from deploy.watchdog import stub_processes
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 DENIED = r"(?i)permission|unauthenticated|restricted|admin-key"
 
 

@@ -20,6 +20,9 @@ import tritonclient.grpc as grpcclient
 import deploy.server as server_module
 from deploy.server import PortTaken, ServerConfig, ServerError, TritonServer, free_port, start_on_free_ports
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 ECHO_CONFIG = """
 name: "{name}"
 backend: "python"

@@ -33,6 +33,9 @@ from model_def import (
     MobileBertTokenizer,
 )
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 TEXTS = [
     "The company announced a new product in Paris on Monday.",
     "short",

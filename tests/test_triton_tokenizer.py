@@ -14,6 +14,9 @@ from deploy.server import start_on_free_ports
 from model_def import MobileBertTokenizer
 from model_def.demo_checkpoint import write_demo_checkpoints
 
+# Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
+pytestmark = pytest.mark.functional
+
 BUCKETS = (16, 32, 128)
 
 
