@@ -6,11 +6,14 @@ Destructive tests (killing a backend stub, reloading a model under load) use the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,9 +168,34 @@ def test_model_control_and_shared_memory_need_the_admin_key(triton_server, grpc)
     assert grpc.is_server_ready() and grpc.get_model_metadata("fill_mask").name == "fill_mask"
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of TCP sockets listening on `port`, from the kernel's socket tables (no traffic)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A = LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 def test_server_listens_on_loopback_only(triton_server):
-    assert triton_server.config.address == "127.0.0.1"
-    assert "--grpc-address=127.0.0.1" in triton_server.command()
+    config = triton_server.config
+    for port in (config.grpc_port, config.http_port, config.metrics_port):
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # it serves on loopback...
+        listening = _listening_addresses(port)
+        # ...and its listening sockets are bound to loopback alone: no wildcard (0.0.0.0 / ::), no other interface.
+        assert listening and all(ipaddress.ip_address(a).is_loopback for a in listening), (port, listening)
 
 
 # ----------------------------------------------------------------------------------------------------- faults
