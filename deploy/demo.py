@@ -14,13 +14,13 @@ import logging
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from client import MobileBertClient
-from model_def.corpus import corpus_lines, qa_examples
+from perf.inputs import make_rows
+from perf.load import LoadSettings, run_load
 
 from .build import BuildError, BuildSettings, build_repository, read_build_record
 from .build_plan import build_summary, deployment_plan
@@ -67,45 +67,20 @@ def call_every_task(bert: MobileBertClient, tasks: list[str]) -> None:
         _show("pretraining (raw tensors)", {k: v for k, v in out.items()})
 
 
-def throughput(bert: MobileBertClient, task: str, seconds: float, concurrency: int) -> dict:
-    """Closed-loop load of one text per request from `concurrency` threads for `seconds`."""
-    lines = [line for line in corpus_lines() if len(line.split()) > 8]
-    qa = qa_examples()
-    calls = {
-        "fill_mask": lambda i: bert.fill_mask(" ".join(lines[i % len(lines)].split()[:40]) + " [MASK]."),
-        "question_answering": lambda i: bert.answer(qa[i % len(qa)]["question"], qa[i % len(qa)]["context"]),
-        "text_classification": lambda i: bert.classify(lines[i % len(lines)]),
-    }
-    call = calls[task]
-    latencies: list[float] = []
-    failures = 0
-    deadline = time.monotonic() + seconds
+# The demo's short throughput table: one row per task, a few seconds each (`python -m perf` measures them all).
+THROUGHPUT_TASKS = ("fill_mask", "question_answering", "text_classification")
 
-    def worker(offset: int) -> None:
-        nonlocal failures
-        i = offset
-        while time.monotonic() < deadline:
-            start = time.perf_counter()
-            try:
-                call(i)
-                latencies.append(time.perf_counter() - start)
-            except Exception:  # counted and reported, never hidden
-                failures += 1
-            i += concurrency
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, range(concurrency)))
-    elapsed = time.monotonic() - started
-    q = np.quantile(latencies, [0.5, 0.99]) * 1000 if latencies else [float("nan")] * 2
-    return {
-        "task": task,
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(q[0]),
-        "p99_ms": float(q[1]),
-        "failed": failures,
-        "completed": len(latencies),
-    }
+def throughput(url: str, tasks: list[str], seconds: float, concurrency: int) -> list[dict]:
+    """Closed-loop load of one corpus text per call on each offered demo task, through perf's load generator."""
+    return [
+        run_load(
+            LoadSettings(task=task, url=url, concurrency=concurrency, seconds=seconds, warmup_s=0.5),
+            make_rows(task, "corpus"),
+        )
+        for task in THROUGHPUT_TASKS
+        if task in tasks
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,19 +120,16 @@ def main(argv: list[str] | None = None) -> int:
                 tasks = bert.tasks()
                 print(f"tasks offered: {', '.join(tasks)}")
                 call_every_task(bert, tasks)
-                rows = [
-                    throughput(bert, task, args.seconds, args.concurrency)
-                    for task in ("fill_mask", "question_answering", "text_classification")
-                    if task in tasks
-                ]
+            rows = throughput(server.grpc_url, tasks, args.seconds, args.concurrency)
             load = f"concurrency {args.concurrency}, {args.seconds:.0f} s each"
             print(f"\nthroughput (text in, results out over gRPC; {load})")
             print(f"{'task':22s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'failed':>7s}")
             for r in rows:
                 print(
-                    f"{r['task']:22s} {r['requests_per_s']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['failed']:7d}"
+                    f"{r['task']:22s} {r['requests_per_s'] or 0:7.1f} {r['p50_ms'] or 0:8.1f} {r['p99_ms'] or 0:8.1f} "
+                    f"{r['failed']:7d}"
                 )
-            median_ok = statistics.median([r["requests_per_s"] for r in rows]) if rows else 0
+            median_ok = statistics.median([r["requests_per_s"] or 0 for r in rows]) if rows else 0
             logger.info("median throughput %.1f req/s; stopping Triton", median_ok)
         print("Triton stopped cleanly.")
     except (ServerError, BuildError) as exc:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from deploy.build_plan import build_summary, deployment_plan
+from deploy.demo import throughput
 from deploy.tasks import DEPLOYMENTS
 from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS
 
@@ -52,3 +53,11 @@ def test_the_demo_runs_without_importing_the_cli(tmp_path):
     )
     # 10: the demo refused the unbuilt repository (exit 1) and never imported deploy.cli
     assert subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode == 10
+
+
+def test_the_demo_throughput_rows_come_from_perfs_load_generator(triton_server):
+    rows = throughput(triton_server.grpc_url, ["fill_mask", "text_classification"], seconds=1.0, concurrency=2)
+    assert [r["task"] for r in rows] == ["fill_mask", "text_classification"]
+    for row in rows:
+        assert row["tool"] == "async_client" and row["failed"] == 0 and row["requests"] > 0
+        assert row["p50_ms"] <= row["p99_ms"] and row["requests_per_s"] > 0
