@@ -41,13 +41,10 @@ def test_every_head_exports_three_validated_flavours_with_manifests(exported_sma
         assert manifest["file_bytes"] == graph.stat().st_size and len(manifest["sha256"]) == 64
         assert manifest["checkpoint_sha256"] and manifest["tool_versions"]["onnxruntime"] == ort.__version__
         assert manifest["simplification"]["nodes_after"] <= manifest["simplification"]["nodes_before"]
+        # The gates themselves are enforced inside export_head (test_a_graph_missing_its_gate_...); here: the record.
         v = manifest["validation"]
-        assert v["passed"] and v["examples"] == 16
-        if flavour == "fp32":
-            assert v["max_rel_diff"] <= 1e-4
-        else:
-            assert v["cosine_mean"] >= 0.99
-            assert v["in_top5"] is None or v["in_top5"] >= 0.99
+        assert v["examples"] == 16 and v["gate"] and set(v["per_output"]) <= set(HEAD_SPECS[task].output_names)
+        if flavour != "fp32":
             assert manifest["fp32_nodes"], "the manifest must say which nodes stayed FP32"
             assert all(n["reason"] for n in manifest["fp32_nodes"].values())
             # The INT8 kernels of this CPU compute what exact integer arithmetic computes on this graph.
@@ -235,8 +232,7 @@ def test_int8_fidelity_on_a_trained_model_reaches_99_percent_top1(tmp_path, trai
     manifests = export_head(task, trained[kind], tmp_path, settings)  # raises if any graph misses its gate
     for flavour in ("int8-dynamic", "int8-qdq"):
         v = manifests[flavour].validation
-        assert v["top1_agreement"] >= 0.99, f"{task}/{flavour}: top-1 agreement {v['top1_agreement']:.4f}"
-        assert v["cosine_mean"] >= 0.99
+        assert v["top1_agreement"] >= 0.99, f"{task}/{flavour}: top-1 agreement {v['top1_agreement']:.4f}"  # not gated
 
 
 @pytest.mark.slow
