@@ -4,7 +4,8 @@ For each task: export (FP32 + INT8-dynamic + INT8-QDQ, validated, cached by expo
 repository `<task>_onnx/1/` (the graphs, their manifests, the onnxruntime runner), `<task>_post/1/` (committed
 post-processing + its serving.json / tokenizer.json), the `<task>` ensemble, and the shared tokenizer model(s).
 Configs come from deploy.model_configs / deploy.ensemble_configs (Triton's protobuf), three profiles per graph:
-config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8).
+config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8),
+configs/stock-cpu.pbtxt (the official image's onnxruntime backend on CPU, INT8-dynamic).
 `build.json` records which models the build produced; `serve` loads exactly those.
 """
 
@@ -23,6 +24,8 @@ from tqdm import tqdm
 from export.pipeline import ExportSettings, export_head, graph_paths
 from model_def import MobileBertConfig, MobileBertTokenizer
 
+from .build_record import BUILD_RECORD
+from .build_record import read_build_record as read_build_record  # re-exported: demo, soak and perf import it here
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
     DEFAULT_LENGTH_BUCKETS,
@@ -33,6 +36,7 @@ from .model_configs import (
     graph_signature,
     onnx_cpu_config,
     onnx_gpu_config,
+    onnx_stock_cpu_config,
     tokenizer_config,
     write_config,
 )
@@ -41,7 +45,6 @@ from .tasks import CHOICES_TOKENIZER, DEPLOYMENTS, TOKENIZER
 logger = logging.getLogger("deploy.build")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
 RUNNER_SOURCE = Path(__file__).resolve().parent / "python_models" / "onnx_runner.py"
-BUILD_RECORD = "build.json"
 
 
 class BuildError(RuntimeError):
@@ -98,6 +101,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
             "default": f"CPU, onnxruntime {settings.cpu.graph_flavour}",
             "fp32": "CPU, onnxruntime fp32",
             "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
+            "stock-cpu": f"CPU, official Triton image's onnxruntime backend on {settings.cpu.graph_flavour}",
         },
         "settings": json.loads(json.dumps(asdict(settings), default=str)),
         "graphs": report,
@@ -106,13 +110,6 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     (repository / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("built %d models for %d tasks into %s", len(record["models"]), len(checkpoints), repository)
     return record
-
-
-def read_build_record(repository: Path) -> dict | None:
-    path = Path(repository) / BUILD_RECORD
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _common_tokenizer(checkpoints: dict[str, Path]) -> tuple[str, int]:
@@ -196,6 +193,10 @@ def _add_task(
     (profiles / "fp32.pbtxt").write_text(_text(fp32), encoding="utf-8")
     gpu = onnx_gpu_config(name, graphs[settings.gpu.graph_flavour], (inputs, outputs), gpu=settings.gpu, **common)
     (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")
+    stock = onnx_stock_cpu_config(
+        name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, **common
+    )
+    (profiles / "stock-cpu.pbtxt").write_text(_text(stock), encoding="utf-8")
 
     post_dir = repository / deployment.post_model
     _copy_committed(deployment.post_model, repository)
