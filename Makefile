@@ -17,7 +17,7 @@ help:
 	@echo "make export - export every head of the demo checkpoints to FP32/INT8 ONNX"
 	@echo "make bench  - benchmarks (print figures; not part of the tests)"
 	@echo "make chart  - helm lint + render every values set + strict Kubernetes 1.29-1.33 schema validation"
-	@echo "make image  - build the container image with podman and serve it here (IMAGE_ARGS='--no-run' to only build)"
+	@echo "make image  - build triton_repo/ and the container image (podman), serve it here; IMAGE_ARGS to change"
 	@echo "make test-image - the slow container test: build, serve, every task via client and curl (~minutes)"
 
 setup: system-deps $(STAMP) $(VENV)/bin/helm
@@ -49,9 +49,12 @@ test: setup
 chart: setup
 	$(PY) -m deploy.manifests
 
-# podman, runc and debootstrap are installed here when missing (Debian packages; see deploy/image.py).
+# podman, runc and debootstrap are installed here when missing (Debian packages; see deploy/image.py). No registry
+# here, so the base is debootstrap's; elsewhere IMAGE_ARGS="--no-run --push REGISTRY/mobilebert-triton" builds FROM
+# python:3.11-slim and pushes.
+IMAGE_ARGS ?= --debian-base
 image: setup build
-	$(PY) -m deploy image $${IMAGE_ARGS:-}
+	$(PY) -m deploy image $(IMAGE_ARGS)
 
 test-image: setup
 	$(PY) -m pytest -q -m container tests/test_container_image.py
