@@ -46,6 +46,7 @@ DEBIAN_BASE = "localhost/debian:bookworm"
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 HOST_PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+ADMIN_KEY_PATH = "/run/secrets/admin-key"  # the image's --admin-key-file (Containerfile CMD)
 CONTAINER_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # the image's defaults (Containerfile CMD)
 
 
@@ -189,6 +190,7 @@ class Container:
     name: str = field(default_factory=lambda: f"mobilebert-triton-{secrets.token_hex(4)}")
     extra_args: list[str] = field(default_factory=list)  # appended to the image's CMD (e.g. --model-config-name)
     started: bool = False
+    _key_dir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -199,19 +201,22 @@ class Container:
         return f"127.0.0.1:{self.host_ports['http']}"
 
     def start(self, timeout_s: float = 180.0) -> Container:
-        with tempfile.NamedTemporaryFile("w", delete=False) as key:
-            key.write(self.admin_key + "\n")
-        try:
-            _run([*PODMAN, "secret", "create", self.name, key.name], "podman secret create")
-        finally:
-            os.unlink(key.name)
+        # The key as a read-only file mount at the image's --admin-key-file, readable by the image's uid only. (A
+        # podman secret cannot target /run/secrets on a read-only root: runc cannot create the mount point.)
+        self._key_dir = Path(tempfile.mkdtemp(prefix="mobilebert-admin-"))
+        key = self._key_dir / "admin-key"
+        key.write_text(self.admin_key + "\n", encoding="utf-8")
+        os.chown(key, 1000, 1000)
+        key.chmod(0o400)
         publish = [a for n, p in self.host_ports.items() for a in ("-p", f"127.0.0.1:{p}:{CONTAINER_PORTS[n]}")]
-        cmd = [*PODMAN, "run", "-d", "--name", self.name, *publish, "--shm-size=1g"]
-        cmd += ["--secret", f"{self.name},target=admin-key,uid=1000,mode=0400", self.image]
+        # As the Helm chart runs it: read-only root (podman mounts a tmpfs on /tmp), no capabilities, no privilege
+        # escalation, a 1 GiB /dev/shm for the Python backend's tensors.
+        cmd = [*PODMAN, "run", "-d", "--name", self.name, *publish, "--shm-size=1g", "--read-only"]
+        cmd += ["--cap-drop=all", "--security-opt=no-new-privileges", "-v", f"{key}:{ADMIN_KEY_PATH}:ro", self.image]
         if self.extra_args:  # the image's CMD again, then the extras
             cmd += [*_image_cmd(self.image), *self.extra_args]
+        self.started = True  # from here on stop() cleans up, even after a failed run (a created container)
         _run(cmd, f"podman run {self.image}")
-        self.started = True
         self.wait_until_ready(timeout_s)
         return self
 
@@ -249,7 +254,7 @@ class Container:
         ).stdout.strip()
         output = self.logs(tail=200)
         subprocess.run([*PODMAN, "rm", "-f", self.name], capture_output=True, check=False)
-        subprocess.run([*PODMAN, "secret", "rm", self.name], capture_output=True, check=False)
+        shutil.rmtree(self._key_dir, ignore_errors=True)
         self.started = False
         return int(code) if code.lstrip("-").isdigit() else -1, output
 

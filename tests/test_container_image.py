@@ -131,6 +131,11 @@ def test_image_serves_every_task_like_the_local_server_and_stops_cleanly(image, 
         # The key from the mounted secret guards the admin endpoints; inference and health stay open.
         assert curl_status(container.http_url, "/v2/repository/index") == 403
         assert curl_status(container.http_url, "/v2/repository/index", {"admin-key": container.admin_key}) == 200
+        # It runs as the chart runs it: uid 1000 on a read-only root filesystem.
+        probe = subprocess.run(
+            [*PODMAN, "exec", container.name, "sh", "-c", "id -u; touch /probe"], capture_output=True, text=True
+        )
+        assert probe.stdout.split() == ["1000"] and "Read-only file system" in probe.stderr
     finally:
         start = time.monotonic()
         code, output = container.stop()

@@ -17,7 +17,7 @@ from google.protobuf import text_format
 
 from deploy.build import RUNNER_SOURCE, SOURCE_REPOSITORY
 from deploy.cli import build_parser
-from deploy.image import CONTAINERFILE, ImageError, stage_repository
+from deploy.image import ADMIN_KEY_PATH, CONTAINERFILE, ImageError, stage_repository
 from deploy.model_configs import (
     BatchingSettings,
     CpuSettings,
@@ -115,7 +115,7 @@ def test_cpu_containerfile_is_non_root_exposes_the_ports_and_serves_on_all_addre
     cmd = build_parser().parse_args(["serve", *json.loads(arguments(CONTAINERFILE, "CMD")[0])])
     assert (cmd.address, str(cmd.repository)) == ("0.0.0.0", "/models")
     assert (cmd.http_port, cmd.grpc_port, cmd.metrics_port) == (8000, 8001, 8002)
-    assert cmd.admin_key_file == Path("/run/secrets/admin-key")  # podman/docker --secret's mount point
+    assert cmd.admin_key_file == Path("/run/secrets/admin-key") == Path(ADMIN_KEY_PATH)  # docker/podman secrets' place
     assert cmd.log_file.is_relative_to("/tmp")
     # The context holds only what deploy.image stages.
     assert sorted(a.split()[0] for a in arguments(CONTAINERFILE, "COPY")) == ["repository/", "wheels/"]
