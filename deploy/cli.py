@@ -3,6 +3,7 @@
 python -m deploy build --demo                  # demo checkpoints -> export -> triton_repo/
 python -m deploy build --checkpoint DIR        # every task DIR's architecture serves
 python -m deploy serve                         # the pip-installed tritonserver on triton_repo/, until Ctrl-C
+python -m deploy image --debian-base           # the container image (deploy/container/), built and served here
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from export.cpu import cpu_signature
 
-from .build import BuildError, BuildSettings, build_repository, graphs_not_validated_here, read_build_record
-from .build_plan import build_summary, deployment_plan
+# Serving imports no build module at load time: the container image has no torch/onnx (deploy/container/).
+from .build_record import read_build_record
+from .cpu_check import graphs_not_validated_here
 from .model_configs import BatchingSettings, CpuSettings
 from .server import ADMIN_HEADER, GRPC_ADMIN_HEADER, ServerConfig, ServerError, ServerTls, TritonServer
 from .tasks import DEPLOYMENTS
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="the main job end to end: build, serve, call every task, throughput", add_help=False)
     sub.add_parser("soak", help="sustained load on every task with failures and memory reported", add_help=False)
     sub.add_parser("cluster", help="replicas behind haproxy, with Prometheus (deploy/cluster.py)", add_help=False)
+    sub.add_parser("image", help="build the container image with podman and serve it here", add_help=False)
     build = sub.add_parser("build", help="checkpoint(s) -> export of every head -> a complete model repository")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true", help="the demo checkpoints (random weights; written if absent)")
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         from .cluster import main as cluster_main
 
         return cluster_main(argv[1:])
+    if argv[:1] == ["image"]:  # deploy/image.py: the container image (podman)
+        from .image import main as image_main
+
+        return image_main(argv[1:])
     if argv[:1] == ["soak"]:
         from .soak import main as soak_main
 
@@ -91,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from export.errors import ExportError
+
+    from .build import BuildError, BuildSettings, build_repository
+    from .build_plan import build_summary, deployment_plan
 
     try:
         overrides = dict(_parse_override(t) for t in args.task_checkpoint)
@@ -157,6 +167,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"serve failed: {exc}", file=sys.stderr)
         return 1
+    try:
+        admin_key = _admin_key(args.admin_key_file)
+    except OSError as exc:  # e.g. a read-only secret mount without the key file
+        print(f"serve failed: cannot read or create the admin key file {args.admin_key_file}: {exc}", file=sys.stderr)
+        return 1
     config = ServerConfig(
         repository=args.repository,
         grpc_port=args.grpc_port,
@@ -166,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
         model_config_name=args.model_config_name,
         log_file=args.log_file,
         models=record["models"] if record else None,
-        admin_key=_admin_key(args.admin_key_file),
+        admin_key=admin_key,
         tls=tls,
     )
     server = TritonServer(config)

@@ -172,6 +172,34 @@ def onnx_cpu_config(
     return config
 
 
+def onnx_stock_cpu_config(
+    name: str,
+    graph_file: str,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    *,
+    batched: bool,
+    batching: BatchingSettings,
+    cpu: CpuSettings,
+) -> mc.ModelConfig:
+    """`stock-cpu` profile: the official Triton image's native onnxruntime backend on KIND_CPU, `graph_file` (the
+    INT8-dynamic graph). Same I/O as the default profile; what the Python runner adds (cutting padding columns,
+    input range checks with clear errors) is not there, so per-token outputs come back at the bucket length."""
+    config = mc.ModelConfig(
+        name=name,
+        backend="onnxruntime",
+        default_model_filename=graph_file,
+        max_batch_size=batching.max_batch_size if batched else 0,
+    )
+    _add_io(config, *signature)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=cpu.instances))
+    if batched:
+        _dynamic_batching(config, batching)
+    # The onnxruntime backend's own session options (the runner sets the same: instances x threads = cores).
+    config.parameters["intra_op_thread_count"].string_value = str(cpu.intra_op_threads)
+    config.parameters["inter_op_thread_count"].string_value = "1"
+    return config
+
+
 def onnx_gpu_config(
     name: str,
     graph_file: str,

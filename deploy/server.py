@@ -36,6 +36,9 @@ ADMIN_HEADER = "admin-key"  # the HTTP header; Triton prefixes gRPC metadata key
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 RESTRICTED_GRPC = "model-repository,shared-memory,trace,logging"
 RESTRICTED_HTTP = "model-repository,shared-memory,trace,logging"
+# The KServe v2 health endpoints on the HTTP port (open without the admin key); the Helm chart probes these.
+READY_PATH = "/v2/health/ready"  # the server and, with --strict-readiness, every model READY
+LIVE_PATH = "/v2/health/live"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from deploy.build import graphs_not_validated_here
 from deploy.cli import main as deploy_main
+from deploy.cpu_check import graphs_not_validated_here
 from export.cpu import cpu_signature, same_kernels
 
 OTHER_CPU = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile", "amx_int8"]}

@@ -90,7 +90,7 @@ def _ckpt(demo_small: Path, task: str) -> str:
 def test_every_config_of_every_profile_parses_as_a_triton_model_config(built_repository):
     repository, record = built_repository
     configs = sorted(repository.glob("*/config.pbtxt")) + sorted(repository.glob("*/configs/*.pbtxt"))
-    assert len(configs) == len(record["models"]) + 2 * len(DEPLOYMENTS)
+    assert len(configs) == len(record["models"]) + 3 * len(DEPLOYMENTS)
     for path in configs:
         parse_config(path)
     for task, d in DEPLOYMENTS.items():
@@ -104,6 +104,11 @@ def test_every_config_of_every_profile_parses_as_a_triton_model_config(built_rep
         assert cpu.backend == "python" and cpu.parameters["graph"].string_value == "model.int8-dynamic.onnx"
         fp32 = parse_config(repository / d.onnx_model / "configs" / "fp32.pbtxt")
         assert fp32.parameters["graph"].string_value == "model.fp32.onnx"
+        stock = parse_config(repository / d.onnx_model / "configs" / "stock-cpu.pbtxt")
+        assert stock.backend == "onnxruntime" and stock.default_model_filename == "model.int8-dynamic.onnx"
+        assert stock.instance_group[0].kind == stock.instance_group[0].KIND_CPU
+        assert [(i.name, list(i.dims)) for i in stock.input] == [(i.name, list(i.dims)) for i in cpu.input]
+        assert stock.max_batch_size == cpu.max_batch_size
         # The three graphs each profile names are in the version folder.
         for name in ("model.int8-dynamic.onnx", "model.fp32.onnx", "model.int8-qdq.onnx"):
             assert (repository / d.onnx_model / "1" / name).is_file()
