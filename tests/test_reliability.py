@@ -188,6 +188,11 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # an IPv6 socket on ::ffff:127.0.0.1 counts
+
+
 def test_server_listens_on_loopback_only(triton_server):
     config = triton_server.config
     for port in (config.grpc_port, config.http_port, config.metrics_port):
@@ -195,7 +200,7 @@ def test_server_listens_on_loopback_only(triton_server):
             pass  # it serves on loopback...
         listening = _listening_addresses(port)
         # ...and its listening sockets are bound to loopback alone: no wildcard (0.0.0.0 / ::), no other interface.
-        assert listening and all(ipaddress.ip_address(a).is_loopback for a in listening), (port, listening)
+        assert listening and all(_is_loopback(a) for a in listening), (port, listening)
 
 
 # ----------------------------------------------------------------------------------------------------- faults
