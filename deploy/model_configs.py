@@ -172,6 +172,28 @@ def onnx_cpu_config(
     return config
 
 
+def _native_onnx_config(
+    name: str,
+    graph_file: str,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    batched: bool,
+    batching: BatchingSettings,
+    kind: int,
+) -> mc.ModelConfig:
+    """What the stock profiles share: Triton's own onnxruntime backend on `graph_file`, one instance group of `kind`."""
+    config = mc.ModelConfig(
+        name=name,
+        backend="onnxruntime",
+        default_model_filename=graph_file,
+        max_batch_size=batching.max_batch_size if batched else 0,
+    )
+    _add_io(config, *signature)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=kind))
+    if batched:
+        _dynamic_batching(config, batching)
+    return config
+
+
 def onnx_stock_cpu_config(
     name: str,
     graph_file: str,
@@ -184,16 +206,8 @@ def onnx_stock_cpu_config(
     """`stock-cpu` profile: the official Triton image's native onnxruntime backend on KIND_CPU, `graph_file` (the
     INT8-dynamic graph). Same I/O as the default profile; what the Python runner adds (cutting padding columns,
     input range checks with clear errors) is not there, so per-token outputs come back at the bucket length."""
-    config = mc.ModelConfig(
-        name=name,
-        backend="onnxruntime",
-        default_model_filename=graph_file,
-        max_batch_size=batching.max_batch_size if batched else 0,
-    )
-    _add_io(config, *signature)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=cpu.instances))
-    if batched:
-        _dynamic_batching(config, batching)
+    config = _native_onnx_config(name, graph_file, signature, batched, batching, mc.ModelInstanceGroup.KIND_CPU)
+    config.instance_group[0].count = cpu.instances
     # The onnxruntime backend's own session options (the runner sets the same: instances x threads = cores).
     config.parameters["intra_op_thread_count"].string_value = str(cpu.intra_op_threads)
     config.parameters["inter_op_thread_count"].string_value = "1"
@@ -210,16 +224,8 @@ def onnx_gpu_config(
     gpu: GpuSettings,
 ) -> mc.ModelConfig:
     """`gpu` profile: native onnxruntime backend on KIND_GPU, TensorRT INT8 (explicit QDQ) with an engine cache."""
-    config = mc.ModelConfig(
-        name=name,
-        backend="onnxruntime",
-        default_model_filename=graph_file,
-        max_batch_size=batching.max_batch_size if batched else 0,
-    )
-    _add_io(config, *signature)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=gpu.instances))
-    if batched:
-        _dynamic_batching(config, batching)
+    config = _native_onnx_config(name, graph_file, signature, batched, batching, mc.ModelInstanceGroup.KIND_GPU)
+    config.instance_group[0].count = gpu.instances
     trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
     trt.name = "tensorrt"
     # One optimization profile covering every batch the dynamic batcher forms and every length bucket, so TensorRT
