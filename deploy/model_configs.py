@@ -148,6 +148,34 @@ def _dynamic_batching(config: mc.ModelConfig, batching: BatchingSettings) -> Non
     config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
 
 
+CPU, GPU = mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU
+
+
+def _graph_config(
+    name: str,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    batched: bool,
+    batching: BatchingSettings,
+    *,
+    backend: str,
+    kind: int,
+    count: int,
+    graph_file: str = "",
+) -> mc.ModelConfig:
+    """What every profile of a graph model shares: its I/O, one instance group, dynamic batching when batched."""
+    config = mc.ModelConfig(
+        name=name,
+        backend=backend,
+        default_model_filename=graph_file,  # native backends load it; the Python runner reads its parameter
+        max_batch_size=batching.max_batch_size if batched else 0,
+    )
+    _add_io(config, *signature)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=count))
+    if batched:
+        _dynamic_batching(config, batching)
+    return config
+
+
 def onnx_cpu_config(
     name: str,
     graph_file: str,
@@ -159,38 +187,12 @@ def onnx_cpu_config(
     limits: dict[str, int] | None = None,
 ) -> mc.ModelConfig:
     """Default profile: the Python-backend onnxruntime runner hosting `graph_file`."""
-    config = mc.ModelConfig(name=name, backend="python", max_batch_size=batching.max_batch_size if batched else 0)
-    _add_io(config, *signature)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=cpu.instances))
-    if batched:
-        _dynamic_batching(config, batching)
+    config = _graph_config(name, signature, batched, batching, backend="python", kind=CPU, count=cpu.instances)
     config.parameters["graph"].string_value = graph_file
     config.parameters["intra_op_threads"].string_value = str(cpu.intra_op_threads)
     config.parameters["trim_padding"].string_value = "true" if cpu.trim_padding else "false"
     for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
         config.parameters[key].string_value = str(value)
-    return config
-
-
-def _native_onnx_config(
-    name: str,
-    graph_file: str,
-    signature: tuple[list[GraphTensor], list[GraphTensor]],
-    batched: bool,
-    batching: BatchingSettings,
-    kind: int,
-) -> mc.ModelConfig:
-    """What the stock profiles share: Triton's own onnxruntime backend on `graph_file`, one instance group of `kind`."""
-    config = mc.ModelConfig(
-        name=name,
-        backend="onnxruntime",
-        default_model_filename=graph_file,
-        max_batch_size=batching.max_batch_size if batched else 0,
-    )
-    _add_io(config, *signature)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=kind))
-    if batched:
-        _dynamic_batching(config, batching)
     return config
 
 
@@ -206,8 +208,9 @@ def onnx_stock_cpu_config(
     """`stock-cpu` profile: the official Triton image's native onnxruntime backend on KIND_CPU, `graph_file` (the
     INT8-dynamic graph). Same I/O as the default profile; what the Python runner adds (cutting padding columns,
     input range checks with clear errors) is not there, so per-token outputs come back at the bucket length."""
-    config = _native_onnx_config(name, graph_file, signature, batched, batching, mc.ModelInstanceGroup.KIND_CPU)
-    config.instance_group[0].count = cpu.instances
+    config = _graph_config(
+        name, signature, batched, batching, backend="onnxruntime", kind=CPU, count=cpu.instances, graph_file=graph_file
+    )
     # The onnxruntime backend's own session options (the runner sets the same: instances x threads = cores).
     config.parameters["intra_op_thread_count"].string_value = str(cpu.intra_op_threads)
     config.parameters["inter_op_thread_count"].string_value = "1"
@@ -224,8 +227,9 @@ def onnx_gpu_config(
     gpu: GpuSettings,
 ) -> mc.ModelConfig:
     """`gpu` profile: native onnxruntime backend on KIND_GPU, TensorRT INT8 (explicit QDQ) with an engine cache."""
-    config = _native_onnx_config(name, graph_file, signature, batched, batching, mc.ModelInstanceGroup.KIND_GPU)
-    config.instance_group[0].count = gpu.instances
+    config = _graph_config(
+        name, signature, batched, batching, backend="onnxruntime", kind=GPU, count=gpu.instances, graph_file=graph_file
+    )
     trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
     trt.name = "tensorrt"
     # One optimization profile covering every batch the dynamic batcher forms and every length bucket, so TensorRT
