@@ -29,6 +29,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from .cpu import saturating_int8_kernel
 from .errors import ExportError
 from .heads import INPUT_NAMES
 from .sample_inputs import Batch
@@ -48,7 +49,10 @@ DEFAULT_FP32_SCOPES: dict[str, str] = {
 class DynamicSettings:
     # Per-channel weight scales: top-1 agreement 0.998 vs 0.989 per-tensor on a trained small model's fill-mask.
     per_channel: bool = True
-    reduce_range: bool = False
+    # 7-bit weights, so no u8 x s8 pair sum can saturate a 16-bit lane. None: decided by the exporting CPU, True
+    # where onnxruntime's INT8 kernel saturates (x86 without VNNI/AMX: export/cpu.py saturating_int8_kernel). The
+    # resolved value is in the cache key, so a graph built for one kind of kernel is rebuilt for the other.
+    reduce_range: bool | None = None
     weight_type: str = "QInt8"
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
     # Attention: the fused self-attention node (export/attention_fusion.py) becomes QAttention.
@@ -56,6 +60,10 @@ class DynamicSettings:
     fp32_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FP32_SCOPES))
     # One com.microsoft Attention node per layer instead of ~15 nodes (export/attention_fusion.py).
     fuse_attention: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reduce_range is None:
+            self.reduce_range = saturating_int8_kernel()
 
     def to_dict(self) -> dict:
         return asdict(self)

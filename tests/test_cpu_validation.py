@@ -6,7 +6,8 @@ import json
 
 from deploy.cli import main as deploy_main
 from deploy.cpu_check import graphs_not_validated_here
-from export.cpu import cpu_signature, same_kernels
+from export.cpu import cpu_signature, same_kernels, saturating_int8_kernel
+from export.quantize import DynamicSettings
 
 OTHER_CPU = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile", "amx_int8"]}
 
@@ -42,3 +43,16 @@ def test_serve_warns_about_graphs_not_validated_on_this_cpu(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "fill_mask_onnx/model.int8-dynamic" in err and "other CPUs only" in err and "deploy build" in err
+
+
+def test_int8_weights_use_seven_bits_exactly_where_the_cpu_kernel_saturates():
+    zen1 = {"model": "AMD EPYC", "isa": ["avx2", "fma"]}
+    skylake = {"model": "Intel Xeon Gold 6148", "isa": ["avx2", "fma", "avx512f", "avx512bw", "avx512vl"]}
+    zen4 = {"model": "AMD EPYC 9R14", "isa": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]}
+    alder = {"model": "12th Gen Intel Core", "isa": ["avx2", "fma", "avx_vnni"]}
+    arm = {"model": "aarch64", "isa": []}
+    assert saturating_int8_kernel(zen1) and saturating_int8_kernel(skylake)
+    assert not any(saturating_int8_kernel(c) for c in (zen4, alder, OTHER_CPU, arm))
+    # the export's default follows this CPU, and an explicit setting wins
+    assert DynamicSettings().reduce_range == saturating_int8_kernel(cpu_signature())
+    assert DynamicSettings(reduce_range=False).reduce_range is False
