@@ -22,11 +22,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from export import graph_engines
+from export.graph_engines import EngineSpec
 from export.pipeline import ExportSettings, Manifest, export_head, graph_paths
 from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .build_record import BUILD_RECORD
 from .build_record import read_build_record as read_build_record  # re-exported: demo, soak and perf import it here
+from .engine_choice import EngineTrial, candidates, choose, trial_feed
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
     DEFAULT_LENGTH_BUCKETS,
@@ -38,6 +41,7 @@ from .model_configs import (
     onnx_cpu_config,
     onnx_gpu_config,
     onnx_stock_cpu_config,
+    output_axes,
     tokenizer_config,
     write_config,
 )
@@ -47,6 +51,7 @@ logger = logging.getLogger("deploy.build")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
 PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 RUNNER_SOURCE = PYTHON_MODELS / "onnx_runner.py"
+ENGINES_SOURCE = Path(graph_engines.__file__)  # the runner imports it from its version folder
 
 
 class BuildError(RuntimeError):
@@ -63,6 +68,7 @@ class BuildSettings:
     gpu: GpuSettings = field(default_factory=GpuSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     export_dir: Path = Path("artifacts/onnx")
+    engine_trial: EngineTrial = field(default_factory=EngineTrial)
 
 
 def build_repository(repository: Path, checkpoints: dict[str, Path], settings: BuildSettings | None = None) -> dict:
@@ -96,7 +102,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
         "tasks": sorted(checkpoints),
         "checkpoints": {t: str(Path(c).resolve()) for t, c in checkpoints.items()},
         "profiles": {
-            "default": f"CPU, onnxruntime {settings.cpu.graph_flavour}",
+            "default": "CPU, " + ", ".join(sorted({f"{t}: {r['engine']['chosen']}" for t, r in report.items()})),
             "fp32": "CPU, onnxruntime fp32",
             "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
             "stock-cpu": f"CPU, official Triton image's onnxruntime backend on {settings.cpu.graph_flavour}",
@@ -177,6 +183,7 @@ def _add_task(
         place_file(manifest, version / manifest.name)
         graphs[flavour] = graph.name
     shutil.copy2(RUNNER_SOURCE, version / "model.py")
+    shutil.copy2(ENGINES_SOURCE, version / ENGINES_SOURCE.name)
     cpu_graph = version / graphs[settings.cpu.graph_flavour]
     inputs, outputs = graph_signature(cpu_graph, deployment.batched)
     gpu_inputs, gpu_outputs = graph_signature(version / graphs[settings.gpu.graph_flavour], deployment.batched)
@@ -192,13 +199,22 @@ def _add_task(
         "type_vocab_size": model_config.type_vocab_size,
         "max_position_embeddings": model_config.max_position_embeddings,
     }
+    cpu, axes = settings.cpu, output_axes(cpu_graph)
+    layout = {"threads": cpu.intra_op_threads, "streams": cpu.streams}
+    specs = candidates(manifests, cpu.graph_flavour, cpu.engine, **layout)
+    feed = trial_feed(
+        {i.name: len(i.dims) + deployment.batched for i in inputs}, settings.engine_trial, limits["vocab_size"]
+    )
+    choice = choose(version, specs, feed, settings.engine_trial, deployment.batched)
+    logger.info("%s: served by %s (%s)", task, choice.spec.label, choice.reason)
     cpu_config = onnx_cpu_config(
-        name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, limits=limits, **common
+        name, choice.spec, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common
     )
     write_config(cpu_config, onnx_dir)
     profiles = onnx_dir / "configs"
     profiles.mkdir(exist_ok=True)
-    fp32 = onnx_cpu_config(name, graphs["fp32"], (inputs, outputs), cpu=settings.cpu, limits=limits, **common)
+    reference = EngineSpec("onnxruntime", graphs["fp32"], **layout)
+    fp32 = onnx_cpu_config(name, reference, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common)
     (profiles / "fp32.pbtxt").write_text(_text(fp32), encoding="utf-8")
     gpu = onnx_gpu_config(name, graphs[settings.gpu.graph_flavour], (inputs, outputs), gpu=settings.gpu, **common)
     (profiles / "gpu.pbtxt").write_text(_text(gpu), encoding="utf-8")
@@ -221,7 +237,8 @@ def _add_task(
     ensemble_dir = repository / task
     (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
     write_config(ensemble_config(deployment, inputs, outputs, settings.batching.max_batch_size), ensemble_dir)
-    return {flavour: {"graph": graphs[flavour], **_figures(m)} for flavour, m in manifests.items()}
+    report = {flavour: {"graph": graphs[flavour], **_figures(m)} for flavour, m in manifests.items()}
+    return {**report, "engine": choice.to_dict()}
 
 
 def _figures(manifest: Manifest) -> dict:

@@ -45,8 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--export-dir", type=Path, default=Path("artifacts/onnx"))
     build.add_argument("--max-batch-size", type=int, default=BatchingSettings.max_batch_size)
     build.add_argument("--queue-delay-us", type=int, default=BatchingSettings.max_queue_delay_us)
-    build.add_argument("--threads", type=int, default=CpuSettings.intra_op_threads, help="onnxruntime threads")
+    build.add_argument("--threads", type=int, default=CpuSettings.intra_op_threads, help="threads per inference")
     build.add_argument("--instances", type=int, default=CpuSettings.instances, help="runner instances per graph")
+    build.add_argument(
+        "--streams", type=int, default=CpuSettings.streams, help="parallel inferences per instance (one weight copy)"
+    )
+    build.add_argument(
+        "--engine",
+        choices=("auto", "onnxruntime", "openvino"),
+        default=CpuSettings.engine,
+        help="CPU engine: auto = the fastest validated one, measured on this CPU at build time",
+    )
     build.add_argument("--force", action="store_true", help="export heads whose weights the checkpoint lacks")
     serve = sub.add_parser("serve", help="start tritonserver and wait until every model is READY")
     serve.add_argument("--repository", type=Path, default=Path("triton_repo"))
@@ -115,7 +124,9 @@ def _build(args: argparse.Namespace) -> int:
                     b for b in BatchingSettings.preferred_batch_sizes if b <= args.max_batch_size
                 ),
             ),
-            cpu=CpuSettings(intra_op_threads=args.threads, instances=args.instances),
+            cpu=CpuSettings(
+                intra_op_threads=args.threads, instances=args.instances, streams=args.streams, engine=args.engine
+            ),
             export_dir=args.export_dir,
         )
         settings.export.force = args.force

@@ -28,6 +28,21 @@ def graphs_not_validated_here(repository: Path) -> list[str]:
             manifest = _read_json(path)
             if not any(same_kernels(cpu, here) for cpu in manifest.get("validated_on", [])):
                 unproven.append(f"{path.parent.parent.name}/{path.stem}")
+    return unproven + _engines_not_validated_here(Path(repository), here)
+
+
+def _engines_not_validated_here(repository: Path, here: dict) -> list[str]:
+    """Graphs the build chose another engine for (build.json), whose figures under it came from other CPUs."""
+    unproven = []
+    for task, graphs in sorted(_read_json(repository / "build.json").get("graphs", {}).items()):
+        spec = graphs.get("engine", {}).get("spec", {})
+        if spec.get("engine") in (None, "onnxruntime"):
+            continue
+        stem = Path(spec["graph"]).stem
+        manifest = _read_json(repository / f"{task}_onnx" / "1" / f"{stem}.json")
+        figures = manifest.get("engines", {}).get(f"{spec['engine']}-{spec['precision']}", {})
+        if not (figures.get("passed") and same_kernels(figures.get("cpu"), here)):
+            unproven.append(f"{task}_onnx/{stem} ({spec['engine']} {spec['precision']})")
     return unproven
 
 

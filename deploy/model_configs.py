@@ -6,11 +6,14 @@ with protobuf's text_format means it surfaces here, and `parse_config` checks an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from export.graph_engines import EngineSpec
 
 DEFAULT_LENGTH_BUCKETS = (32, 64, 128, 256, 512)
 
@@ -85,16 +88,28 @@ class BatchingSettings:
 
 @dataclass(frozen=True)
 class CpuSettings:
-    """The default profile: the pip-installed server, graphs run by onnxruntime inside a Python-backend runner."""
+    """The default profile: the pip-installed server, graphs run inside a Python-backend runner by onnxruntime or
+    OpenVINO, whichever serves faster on this CPU among the graphs validated here (deploy/engine_choice.py)."""
 
-    graph_flavour: str = "int8-dynamic"
-    # instances x threads = cores. Two single-thread instances beat one two-thread instance end to end on 2 cores
-    # (figures in README "Tuning"): a 1-thread session never waits at a thread-pool barrier for a core the tokenizer,
-    # post-processing or gRPC took, and the two instances overlap one batch's Python work with the other's compute.
+    graph_flavour: str = "int8-dynamic"  # onnxruntime's graph (and the stock-cpu profile's)
+    # instances x streams x threads = cores. Two single-thread instances beat one two-thread instance end to end on 2
+    # cores (figures in README "Tuning"): a 1-thread inference never waits at a thread-pool barrier for a core the
+    # tokenizer, post-processing or gRPC took, and two inferences overlap one batch's Python work with the other's
+    # compute.
     intra_op_threads: int = 1
     instances: int = 2
+    # Parallel inferences inside one instance, sharing its one copy of the weights (export/graph_engines.py).
+    streams: int = 1
     # Run each batch at its real length, not the bucket's (onnx_runner.py): fewer wasted columns, same results.
     trim_padding: bool = True
+    # "auto": measured at build among onnxruntime and the engines validated on this CPU; or force one.
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if min(self.intra_op_threads, self.instances, self.streams) < 1:
+            raise ValueError(f"threads, instances and streams must be >= 1 (got {self})")
+        if self.engine not in ("auto", "onnxruntime", "openvino"):
+            raise ValueError(f"engine must be auto, onnxruntime or openvino, not {self.engine!r}")
 
 
 @dataclass(frozen=True)
@@ -178,22 +193,38 @@ def _graph_config(
 
 def onnx_cpu_config(
     name: str,
-    graph_file: str,
+    engine: EngineSpec,
     signature: tuple[list[GraphTensor], list[GraphTensor]],
     *,
     batched: bool,
     batching: BatchingSettings,
     cpu: CpuSettings,
+    output_axes: dict[str, list[int | str]],
     limits: dict[str, int] | None = None,
 ) -> mc.ModelConfig:
-    """Default profile: the Python-backend onnxruntime runner hosting `graph_file`."""
+    """Default profile: the Python-backend runner hosting `engine` (graph, engine, precision, threads, streams).
+
+    `output_axes`: each output's dimensions as the ONNX file names them (the runner finds the sequence axes there;
+    OpenVINO does not keep the names)."""
     config = _graph_config(name, signature, batched, batching, backend="python", kind=CPU, count=cpu.instances)
-    config.parameters["graph"].string_value = graph_file
-    config.parameters["intra_op_threads"].string_value = str(cpu.intra_op_threads)
+    for key, value in engine.to_parameters().items():
+        config.parameters[key].string_value = value
     config.parameters["trim_padding"].string_value = "true" if cpu.trim_padding else "false"
+    config.parameters["output_axes"].string_value = json.dumps(output_axes, separators=(",", ":"))
     for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
         config.parameters[key].string_value = str(value)
     return config
+
+
+def output_axes(path: Path) -> dict[str, list[int | str]]:
+    """Each output's dimensions as the ONNX graph writes them: a size, or the symbolic name ("sequence", ...)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {
+        o.name: [d.dim_param if d.dim_param else d.dim_value for d in o.type.tensor_type.shape.dim]
+        for o in graph.output
+    }
 
 
 def onnx_stock_cpu_config(

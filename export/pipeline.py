@@ -35,6 +35,7 @@ from model_def import CheckpointError, MissingWeightsError, MobileBertModel, Mob
 
 from .attention_fusion import fuse_attention
 from .cpu import cpu_signature, same_kernels
+from .engine_validation import openvino_version, validate_engines
 from .errors import ExportError, GateFailure
 from .folding import FoldedEncoder, fold_blockers, fold_encoder
 from .heads import FILL_MASK_MAX_MASKS, FILL_MASK_TOP_K, HEAD_SPECS, INPUT_NAMES, HeadSpec
@@ -59,7 +60,9 @@ FLAVOURS = ("fp32", "int8-dynamic", "int8-qdq")
 MANIFEST_VERSION = 2  # 2: per-flavour cache keys, validated_on, kernel_check
 _CODE_FILES = (
     "attention_fusion.py",
+    "engine_validation.py",
     "folding.py",
+    "graph_engines.py",
     "kernel_check.py",
     "heads.py",
     "onnx_export.py",
@@ -164,6 +167,7 @@ def tool_versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "onnxsim": onnxsim.__version__,
         "tokenizers": tokenizers.__version__,
+        "openvino": openvino_version() or "absent",
         "python": platform.python_version(),
     }
 
@@ -205,6 +209,9 @@ class Manifest:
     attention_fusion: dict = field(default_factory=dict)  # int8-dynamic: fused attention count, what was left alone
     # INT8 graphs: the graph against its exact-integer emulation on this CPU (export/kernel_check.py).
     kernel_check: dict = field(default_factory=dict)
+    # Other CPU engines on this graph (OpenVINO per precision), held to the serving gates on this CPU
+    # (export/engine_validation.py): deploy build serves only a candidate that passed.
+    engines: dict = field(default_factory=dict)
     # CPU signatures (export/cpu.py) whose kernels ran this graph through its gates.
     validated_on: list[dict] = field(default_factory=list)
     serving: dict = field(default_factory=dict)
@@ -471,8 +478,9 @@ def _build_int8_qdq(head: _Head, fp32: _Fp32Graph, out: Path, step: _Stepper) ->
 _BUILDERS = {"int8-dynamic": _build_int8_dynamic, "int8-qdq": _build_int8_qdq}
 
 
-def _validate(head: _Head, flavour: str, graph_path: Path, step: _Stepper) -> tuple[Figures, dict]:
-    """Figures against PyTorch and, for INT8, the kernel check; gates not yet applied."""
+def _validate(head: _Head, flavour: str, graph_path: Path, step: _Stepper) -> tuple[Figures, dict, dict]:
+    """Figures against PyTorch, for INT8 the kernel check, and the other engines' figures; gates not yet applied
+    to onnxruntime's (the other engines' gates are recorded, not raised)."""
     step(f"validate {flavour}")
     settings = head.settings
     candidate = run_graph(session(graph_path, settings.threads), head.validation, head.spec.output_names)
@@ -481,7 +489,11 @@ def _validate(head: _Head, flavour: str, graph_path: Path, step: _Stepper) -> tu
     if flavour != "fp32":
         check = check_kernels(graph_path, head.validation, head.spec.output_names, INPUT_NAMES, settings.threads)
         kernels = check.to_dict()
-    return figures, kernels
+    step(f"validate {flavour} on other engines")
+    engines = validate_engines(
+        head.spec, flavour, graph_path, head.validation, head.reference, settings.gates, settings.threads
+    )
+    return figures, kernels, engines
 
 
 def _gate(head: _Head, flavour: str, figures: Figures, kernels: dict, write: Callable[[], None]) -> None:
@@ -512,8 +524,9 @@ def _revalidate(head: _Head, manifest: Manifest, step: _Stepper) -> Manifest:
     """A cached graph proven on other CPUs only: run its validation and gates on this one before reuse."""
     graph_path = graph_paths(head.out_dir, head.task, manifest.flavour)[0]
     logger.info("%s/%s: validated on other CPUs only; validating on this one", head.task, manifest.flavour)
-    figures, kernels = _validate(head, manifest.flavour, graph_path, step)
+    figures, kernels, engines = _validate(head, manifest.flavour, graph_path, step)
     manifest.kernel_check = kernels
+    manifest.engines = engines
     _gate(head, manifest.flavour, figures, kernels, lambda: _write_manifest(head, manifest, figures))
     return manifest
 
@@ -585,7 +598,7 @@ def _build_flavour(
     started = time.perf_counter()
     graph_path = graph_paths(head.out_dir, head.task, flavour)[0]
     extra = _BUILDERS[flavour](head, fp32, graph_path, step) if flavour in _BUILDERS else {}
-    figures, kernels = _validate(head, flavour, graph_path, step)
+    figures, kernels, engines = _validate(head, flavour, graph_path, step)
     graph = onnx.load(str(graph_path), load_external_data=False)
     manifest = Manifest(
         task=head.task,
@@ -609,6 +622,7 @@ def _build_flavour(
         folding=head.folding,
         serving=head.serving,
         kernel_check=kernels,
+        engines=engines,
         seconds=round(time.perf_counter() - started, 2),
         **extra,
     )

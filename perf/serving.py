@@ -53,12 +53,15 @@ def ensemble_models(task: str) -> list[str]:
 
 
 def onnx_runner_settings(repository: Path, task: str) -> dict:
-    """The settings of `<task>_onnx` as built: graph file, threads, instances, dynamic batching."""
+    """The settings of `<task>_onnx` as built: engine, graph file, precision, threads, streams, instances, batching."""
     from deploy.model_configs import parse_config
 
     config = parse_config(Path(repository) / DEPLOYMENTS[task].onnx_model / "config.pbtxt")
     params = {k: v.string_value for k, v in config.parameters.items()}
     return {
+        "engine": params.get("engine"),
+        "precision": params.get("precision"),
+        "streams": int(params.get("streams", "1")),
         "graph": params.get("graph"),
         "graph_path": str(Path(repository) / DEPLOYMENTS[task].onnx_model / "1" / params.get("graph", "")),
         "intra_op_threads": int(params.get("intra_op_threads", "0")),

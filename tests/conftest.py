@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.build import BuildSettings, build_repository
+from deploy.model_configs import CpuSettings
 from deploy.server import TritonServer, start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.heads import CHECKPOINT_KIND_FOR_TASK, HEAD_SPECS
@@ -43,7 +44,11 @@ def built_repository(tmp_path_factory, demo_small, exported_small) -> tuple[Path
     """A complete repository of every deployable task (export is reused from `exported_small`)."""
     export_dir, _ = exported_small
     repository = tmp_path_factory.mktemp("triton-repo")
-    settings = BuildSettings(export=ExportSettings(**FAST), export_dir=export_dir)
+    # onnxruntime serves here whatever is faster on this CPU, so every test knows the served graph; the OpenVINO
+    # engine is served by its own repository (test_graph_engines.py)
+    settings = BuildSettings(
+        export=ExportSettings(**FAST), export_dir=export_dir, cpu=CpuSettings(engine="onnxruntime")
+    )
     plan = {task: demo_small / CHECKPOINT_KIND_FOR_TASK[task] for task in DEPLOYMENTS}
     record = build_repository(repository, plan, settings)
     return repository, record

@@ -26,6 +26,7 @@ from deploy.model_configs import (
     onnx_stock_cpu_config,
     parse_config,
 )
+from export.graph_engines import EngineSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_CONTAINERFILE = CONTAINERFILE.with_name("Containerfile.gpu")
@@ -202,6 +203,8 @@ def test_stock_cpu_profile_is_the_onnxruntime_backend_on_cpu_with_the_default_pr
     assert parsed.instance_group[0].count == 3
     assert parsed.parameters["intra_op_thread_count"].string_value == "2"
     assert list(parsed.dynamic_batching.preferred_batch_size) == list(batching.preferred_batch_sizes)
-    default = onnx_cpu_config("t_onnx", "model.int8-dynamic.onnx", signature, batched=True, batching=batching, cpu=cpu)
+    engine = EngineSpec("onnxruntime", "model.int8-dynamic.onnx", threads=2)
+    axes = {t.name: [-1, *t.dims] for t in signature[1]}
+    default = onnx_cpu_config("t_onnx", engine, signature, batched=True, batching=batching, cpu=cpu, output_axes=axes)
     assert parsed.input == default.input and parsed.output == default.output
     assert parsed.max_batch_size == default.max_batch_size

@@ -1,9 +1,10 @@
-"""Triton Python-backend host for one exported ONNX graph, run with onnxruntime (the CPU deployment profile).
+"""Triton Python-backend host for one exported ONNX graph on CPU, run by onnxruntime or OpenVINO.
 
-The pip-installed tritonserver has no onnxruntime backend, so this small model stands in for it: the graph file,
-intra-op thread count and execution mode come from config parameters (written by `python -m deploy build`).
+The pip-installed tritonserver has no onnxruntime backend, so this small model stands in for it. The engine, graph
+file, precision, threads and parallel streams come from config parameters written by `python -m deploy build`, which
+picks them per CPU by measurement (deploy/engine_choice.py); graph_engines.py, shipped beside this file, runs them.
 Requests the dynamic batcher hands over together are grouped by shape (the tokenizer pads to length buckets, so
-similar texts share a shape) and each group runs as one onnxruntime call. A group that fails is retried request by
+similar texts share a shape) and each group runs as one engine call. A group that fails is retried request by
 request, so one bad request gets its own error and the others their results.
 """
 
@@ -12,9 +13,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from graph_engines import EngineSpec, open_engine, run_split
 
 
 class TritonPythonModel:
@@ -22,16 +22,12 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
-        # graph, intra_op_threads and trim_padding are always in the config (deploy.model_configs, from
-        # CpuSettings): no defaults here that could drift from the settings
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params["intra_op_threads"])
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / params["graph"]), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        # the engine's settings, trim_padding and output_axes are always in the config (deploy.model_configs): no
+        # defaults here that could drift from the build's
+        self.spec = EngineSpec.from_parameters(params)
+        self.engine = open_engine(folder, self.spec)
+        self.input_names = self.engine.input_names
+        self.output_names = self.engine.output_names
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.max_batch = int(config.get("max_batch_size", 0))
         self.limits = {
@@ -43,18 +39,19 @@ class TritonPythonModel:
         self.max_length = int(params.get("max_position_embeddings", "512"))
         # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
         # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
-        # back to what the untrimmed run would return. An axis of any other form turns trimming off.
+        # back to what the untrimmed run would return. An axis of any other form turns trimming off. The names come
+        # from the ONNX file via the build: OpenVINO does not keep symbolic dimension names.
         self.trim_padding = params["trim_padding"] == "true" and "attention_mask" in self.input_names
         self.sequence_axes = {}
-        for output in self.session.get_outputs():
+        for name, dims in json.loads(params["output_axes"]).items():
             axes = {}
-            for axis, dim in enumerate(output.shape):
+            for axis, dim in enumerate(dims):
                 if isinstance(dim, str) and "sequence" in dim:
                     size = _sequence_size(dim)
                     if size is None:
                         self.trim_padding = False
                     axes[axis] = size
-            self.sequence_axes[output.name] = axes
+            self.sequence_axes[name] = axes
 
     def execute(self, requests):
         feeds = []
@@ -63,7 +60,7 @@ class TritonPythonModel:
             try:
                 feeds.append((index, self._feed(request)))
             except Exception as exc:  # a malformed request fails alone
-                responses[index] = _error(exc)
+                responses[index] = _error(exc, self.spec.engine)
         groups = {}
         for index, feed in feeds:
             key = tuple((name, array.shape[1:], array.dtype.str) for name, array in feed.items())
@@ -110,10 +107,10 @@ class TritonPythonModel:
             try:
                 responses[index] = self._response(self._run(feed))
             except Exception as exc:
-                responses[index] = _error(exc)
+                responses[index] = _error(exc, self.spec.engine)
 
     def _run(self, feed):
-        """One onnxruntime call at the batch's real length.
+        """One engine call at the batch's real length.
 
         The tokenizer pads every text to its length bucket so Triton can batch requests of one shape; the columns no
         text of this batch reaches are cut before the run (all but one) and given back as zeros after it. Masked keys
@@ -125,10 +122,10 @@ class TritonPythonModel:
             columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
             # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
             used = min(length, int(columns[-1]) + 2 if columns.size else 1)
+        trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
+        outputs = run_split(self.engine, trimmed, self.batched)
         if used == length:
-            return self.session.run(self.output_names, feed)
-        trimmed = {name: array[..., :used] for name, array in feed.items()}
-        outputs = self.session.run(self.output_names, trimmed)
+            return outputs
         padded = []
         for name, output in zip(self.output_names, outputs, strict=True):
             axes = self.sequence_axes[name]
@@ -171,12 +168,12 @@ def _chunks(items, size):
         yield out
 
 
-def _error(exc):
+def _error(exc, engine):
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {message}", _error_code(exc)))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{engine}: {message}", _error_code(exc)))
 
 
 def _error_code(exc):
     """Bad input (ValueError) is the caller's to fix: INVALID_ARG; anything else is the server's: INTERNAL."""
-    bad_input = isinstance(exc, (ValueError, InvalidArgument))  # onnxruntime's own shape/type complaints
+    bad_input = isinstance(exc, ValueError) or type(exc).__name__ == "InvalidArgument"  # onnxruntime's shape/type
     return pb_utils.TritonError.INVALID_ARG if bad_input else pb_utils.TritonError.INTERNAL

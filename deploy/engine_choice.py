@@ -1,0 +1,109 @@
+"""Which engine serves each graph on this CPU: a short measurement at build time among the validated candidates.
+
+Candidates: onnxruntime on the profile's graph (always; the INT8-dynamic graph by default), and every other engine
+the export validated on this CPU and that passed the serving gates (the manifest's `engines`: OpenVINO on the FP32
+graph at f32 or bf16, and on the INT8-QDQ graph). Each runs in the layout it would serve in (streams x threads of
+one instance), on the same synthetic batch, for a few interleaved rounds; the fastest best round wins. Which engine
+is fastest depends on the CPU (OpenVINO's bf16 on AMX, onnxruntime's VNNI INT8 kernels elsewhere), which is why it
+is measured here and not written down once. The choice and the table go into the config and build.json.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.cpu import cpu_signature, same_kernels
+from export.graph_engines import ENGINES, EngineSpec, open_engine, run_split
+from export.pipeline import Manifest
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class EngineTrial:
+    """How long the build measures each candidate: `rounds` interleaved rounds of `seconds`, the best counts."""
+
+    seconds: float = 1.0
+    rounds: int = 2
+    batch: int = 8
+    length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.rounds < 1 or self.batch < 1 or self.length < 2:
+            raise ValueError(f"engine trial: seconds > 0, rounds >= 1, batch >= 1, length >= 2 (got {self})")
+
+
+@dataclass
+class EngineChoice:
+    spec: EngineSpec
+    measured: list[dict] = field(default_factory=list)  # per candidate: label, seq/s (best round), rounds
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.spec.label, "spec": asdict(self.spec), "measured": self.measured, "reason": self.reason}
+
+
+def candidates(
+    manifests: dict[str, Manifest], ort_flavour: str, engine: str, threads: int, streams: int
+) -> list[EngineSpec]:
+    """The engines that may serve: onnxruntime on `ort_flavour`, plus what the export validated on this CPU."""
+    if engine not in (AUTO, *ENGINES):
+        raise ValueError(f"engine {engine!r} is not one of {(AUTO, *ENGINES)}")
+    out = []
+    if engine in (AUTO, "onnxruntime"):
+        out.append(EngineSpec("onnxruntime", manifests[ort_flavour].graph, threads=threads, streams=streams))
+    here = cpu_signature()
+    for manifest in manifests.values():
+        for figures in manifest.engines.values():
+            if engine not in (AUTO, figures.get("engine")):
+                continue
+            if figures.get("passed") and same_kernels(figures.get("cpu"), here):
+                spec = EngineSpec(figures["engine"], manifest.graph, figures["precision"], threads, streams)
+                out.append(spec)
+    if not out:
+        raise ValueError(
+            f"engine {engine!r}: no graph was validated for it on this CPU (is the runtime installed? did the "
+            "graph pass its gates there? see the manifests' `engines`)"
+        )
+    return out
+
+
+def trial_feed(input_dims: dict[str, int], trial: EngineTrial, vocab_size: int, seed: int = 0) -> dict:
+    """A synthetic batch: `batch` rows of `length` tokens (multiple choice: 4 choices), every token attended."""
+    rng = np.random.default_rng(seed)
+    shape = (trial.batch, trial.length) if input_dims["input_ids"] == 2 else (trial.batch, 4, trial.length)
+    ids = rng.integers(min(1000, vocab_size - 1), vocab_size, shape).astype(np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
+    return {k: v for k, v in feed.items() if k in input_dims}
+
+
+def choose(folder: Path, specs: list[EngineSpec], feed: dict, trial: EngineTrial, batched: bool) -> EngineChoice:
+    """The fastest of `specs` on `feed` (graphs inside `folder`); a single candidate is taken without measuring."""
+    if len(specs) == 1:
+        return EngineChoice(specs[0], reason="the only candidate")
+    engines = [(spec, open_engine(folder, spec)) for spec in specs]
+    rounds: dict[str, list[float]] = {spec.label: [] for spec in specs}
+    for _, engine in engines:
+        run_split(engine, feed, batched)  # warm-up: first-call allocations and lazy compilation
+    rows = next(iter(feed.values())).shape[0]
+    for _ in range(trial.rounds):
+        for spec, engine in engines:
+            calls, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < trial.seconds:
+                run_split(engine, feed, batched)
+                calls += 1
+            rounds[spec.label].append(calls * rows / elapsed)
+    measured = [
+        {
+            "label": s.label,
+            "seq_per_s": round(max(rounds[s.label]), 2),
+            "rounds": [round(r, 2) for r in rounds[s.label]],
+        }
+        for s in specs
+    ]
+    best = max(range(len(specs)), key=lambda i: measured[i]["seq_per_s"])
+    return EngineChoice(specs[best], measured, reason=f"fastest of {len(specs)} measured on this CPU")

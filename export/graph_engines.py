@@ -1,0 +1,165 @@
+"""The engines that run an exported graph on CPU: onnxruntime or OpenVINO, behind one small interface.
+
+Shipped beside the Triton runner (deploy/python_models/onnx_runner.py) by the build, and used by the export's engine
+validation and the build's engine trial (deploy/engine_choice.py), so what was validated and measured is run exactly
+as the server runs it. Needs numpy and the runtime alone (serving imports no torch or onnx).
+Each engine imports its runtime only when asked for: a repository served by onnxruntime needs no OpenVINO.
+
+`EngineSpec` is what the build chose and wrote into the runner's config: the engine, the graph file, the inference
+precision (OpenVINO: "f32" or "bf16"; onnxruntime: what the graph is), the threads per inference and the number of
+parallel inferences (`streams`) one instance runs. Several streams share one copy of the weights (one OpenVINO
+compiled model with several infer requests; one onnxruntime session run from several threads), which is how one
+instance per task replaces two instances' two copies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+ENGINES = ("onnxruntime", "openvino")
+OPENVINO_PRECISIONS = ("f32", "bf16")
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    engine: str
+    graph: str  # file name inside the model's version folder
+    precision: str = "graph"  # onnxruntime runs the graph as written; OpenVINO: "f32" or "bf16"
+    threads: int = 1  # per inference
+    streams: int = 1  # parallel inferences sharing one copy of the weights
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r} is not one of {ENGINES}")
+        if self.engine == "openvino" and self.precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"OpenVINO precision {self.precision!r} is not one of {OPENVINO_PRECISIONS}")
+        if self.engine == "onnxruntime" and self.precision != "graph":
+            raise ValueError(f"onnxruntime runs the graph's own precision, not {self.precision!r}")
+        if self.threads < 1 or self.streams < 1:
+            raise ValueError(f"threads and streams must be >= 1 (got {self.threads}, {self.streams})")
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: engine, graph flavour, precision, layout."""
+        flavour = self.graph.removeprefix("model.").removesuffix(".onnx")
+        precision = "" if self.precision == "graph" else f" {self.precision}"
+        return f"{self.engine} {flavour}{precision} {self.streams}x{self.threads}"
+
+    def to_parameters(self) -> dict[str, str]:
+        """The runner's config parameters (deploy.model_configs writes them; the runner reads them back)."""
+        return {
+            "engine": self.engine,
+            "graph": self.graph,
+            "precision": self.precision,
+            "intra_op_threads": str(self.threads),
+            "streams": str(self.streams),
+        }
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> EngineSpec:
+        return cls(
+            engine=params["engine"],
+            graph=params["graph"],
+            precision=params["precision"],
+            threads=int(params["intra_op_threads"]),
+            streams=int(params["streams"]),
+        )
+
+
+class OrtEngine:
+    """One onnxruntime session (one copy of the weights); several streams call it from as many threads at once
+    (its run() is thread-safe, releases the GIL, and with one intra-op thread computes on the calling thread)."""
+
+    def __init__(self, path: str, spec: EngineSpec) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = spec.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._pool = ThreadPoolExecutor(spec.streams) if spec.streams > 1 else None
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, feed)
+
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Run several feeds in parallel, one per stream."""
+        if self._pool is None or len(feeds) < 2:
+            return [self.run(f) for f in feeds]
+        return list(self._pool.map(self.run, feeds))
+
+
+class OpenVinoEngine:
+    """One OpenVINO compiled model (one copy of the weights) with one infer request per stream."""
+
+    def __init__(self, path: str, spec: EngineSpec) -> None:
+        import openvino as ov
+
+        self.spec = spec
+        core = ov.Core()
+        model = core.read_model(path)
+        config = {
+            "INFERENCE_NUM_THREADS": spec.threads * spec.streams,
+            "NUM_STREAMS": spec.streams,
+            "INFERENCE_PRECISION_HINT": spec.precision,
+            # several Triton instances and the tokenizer share the cores: no pinning to cores others use
+            "ENABLE_CPU_PINNING": False,
+        }
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+        self.requests = [self.compiled.create_infer_request() for _ in range(spec.streams)]
+
+    def _outputs(self, request) -> list[np.ndarray]:
+        # copies: the request's output buffers are reused by its next inference
+        return [np.array(request.get_output_tensor(i).data) for i in range(len(self.output_names))]
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request = self.requests[0]
+        request.infer(feed)
+        return self._outputs(request)
+
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Run several feeds in parallel, one per stream (start_async releases the GIL)."""
+        if len(self.requests) < 2 or len(feeds) < 2:
+            return [self.run(f) for f in feeds]
+        results: list[list[np.ndarray]] = [[] for _ in feeds]
+        for start in range(0, len(feeds), len(self.requests)):
+            wave = list(enumerate(feeds[start : start + len(self.requests)], start))
+            for (_, feed), request in zip(wave, self.requests, strict=False):
+                request.start_async(feed)
+            for (index, _), request in zip(wave, self.requests, strict=False):
+                request.wait()
+                results[index] = self._outputs(request)
+        return results
+
+
+def run_split(engine: OrtEngine | OpenVinoEngine, feed: dict[str, np.ndarray], batched: bool = True) -> list:
+    """One batch through `engine`: with several streams its rows are split into that many parts run in parallel
+    (INT8-dynamic activation scales then cover each part: results move within the ~1e-4 batch company moves them)."""
+    rows = next(iter(feed.values())).shape[0] if batched else 1
+    parts = min(engine.spec.streams, rows)
+    if parts < 2:
+        return engine.run(feed)
+    bounds = np.linspace(0, rows, parts + 1).astype(int)
+    feeds = [{n: a[lo:hi] for n, a in feed.items()} for lo, hi in itertools.pairwise(bounds)]
+    results = engine.run_many(feeds)
+    return [np.concatenate(columns) for columns in zip(*results, strict=True)]
+
+
+def open_engine(folder: str | os.PathLike, spec: EngineSpec) -> OrtEngine | OpenVinoEngine:
+    """The engine of `spec` on the graph file `spec.graph` inside `folder`."""
+    path = os.path.join(folder, spec.graph)
+    if spec.engine == "openvino":
+        return OpenVinoEngine(path, spec)
+    return OrtEngine(path, spec)
