@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -41,6 +41,7 @@ from .model_configs import (
     onnx_cpu_config,
     onnx_gpu_config,
     onnx_stock_cpu_config,
+    onnx_stock_openvino_config,
     output_axes,
     tokenizer_config,
     write_config,
@@ -106,6 +107,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
             "fp32": "CPU, onnxruntime fp32",
             "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
             "stock-cpu": f"CPU, official Triton image's onnxruntime backend on {settings.cpu.graph_flavour}",
+            "stock-openvino": "CPU, official Triton image's openvino backend on the graph OpenVINO was validated on",
         },
         "settings": json.loads(json.dumps(asdict(settings), default=str)),
         "graphs": report,
@@ -222,6 +224,14 @@ def _add_task(
         name, graphs[settings.cpu.graph_flavour], (inputs, outputs), cpu=settings.cpu, **common
     )
     (profiles / "stock-cpu.pbtxt").write_text(_text(stock), encoding="utf-8")
+    # OpenVINO in the official image: the graph OpenVINO was validated on (the chosen one when OpenVINO won), one
+    # instance with as many streams as the default profile runs inferences in parallel
+    openvino = choice.spec
+    if openvino.engine != "openvino":
+        openvino = EngineSpec("openvino", graphs["fp32"], "f32", **layout)
+    openvino = replace(openvino, streams=openvino.streams * cpu.instances)
+    stock_openvino = onnx_stock_openvino_config(name, openvino, (inputs, outputs), **common)
+    (profiles / "stock-openvino.pbtxt").write_text(_text(stock_openvino), encoding="utf-8")
 
     post_dir = repository / deployment.post_model
     _copy_python_model(SOURCE_REPOSITORY / deployment.post_model / "1" / "model.py", post_dir, deployment.post_modules)

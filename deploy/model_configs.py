@@ -248,6 +248,26 @@ def onnx_stock_cpu_config(
     return config
 
 
+def onnx_stock_openvino_config(
+    name: str,
+    engine: EngineSpec,
+    signature: tuple[list[GraphTensor], list[GraphTensor]],
+    *,
+    batched: bool,
+    batching: BatchingSettings,
+) -> mc.ModelConfig:
+    """`stock-openvino` profile: the official Triton image's native openvino backend, which reads the ONNX file
+    itself, on `engine`'s graph with its streams and threads: one instance, `streams` parallel infer requests, one
+    copy of the weights. The backend's own parameter names; its precision is OpenVINO's default for the CPU."""
+    config = _graph_config(
+        name, signature, batched, batching, backend="openvino", kind=CPU, count=1, graph_file=engine.graph
+    )
+    config.parameters["NUM_STREAMS"].string_value = str(engine.streams)
+    config.parameters["INFERENCE_NUM_THREADS"].string_value = str(engine.streams * engine.threads)
+    config.parameters["PERFORMANCE_HINT"].string_value = "LATENCY" if engine.streams == 1 else "THROUGHPUT"
+    return config
+
+
 def onnx_gpu_config(
     name: str,
     graph_file: str,

@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploy.model_configs import CpuSettings
+
 from . import environment
 from .baselines import HfEager, OrtInt8, measure_round, warm_up
 from .inputs import seq128_rows, token_lengths
@@ -112,7 +114,8 @@ def load_candidates(settings: CompareSettings, plan: dict[str, dict]) -> dict[tu
     for task, p in plan.items():
         out[(task, "a", 0)] = HfEager(task, p["checkpoint"], settings.threads)
         for n in _ort_sessions(settings, plan, task):
-            graph = Path(p["runner"]["graph_path"])
+            # (b) is onnxruntime's INT8 graph whichever engine the build chose to serve
+            graph = Path(p["runner"]["graph_path"]).with_name(f"model.{CpuSettings.graph_flavour}.onnx")
             out[(task, "b", n)] = OrtInt8(task, graph, p["checkpoint"], settings.threads, sessions=n)
     return out
 
@@ -174,7 +177,8 @@ def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict
     for task, p in plan.items():
         r = p["runner"]
         server = (
-            f"server: {r['graph']}, {r['instances']} instance(s) x {r['intra_op_threads']} ORT thread(s), dynamic "
+            f"server: {r['engine']} ({r['precision']}) on {r['graph']}, {r['instances']} instance(s) x "
+            f"{r['streams']} stream(s) x {r['intra_op_threads']} thread(s), dynamic "
             f"batching preferred {r['preferred_batch_sizes']}, queue delay {r['max_queue_delay_us']} us"
         )
         out[task] = {}

@@ -31,6 +31,7 @@ class Variant:
     name: str
     instances: int = CpuSettings.instances
     threads: int = CpuSettings.intra_op_threads
+    streams: int = CpuSettings.streams  # parallel inferences inside one instance (one copy of the weights)
     max_queue_delay_us: int = BatchingSettings.max_queue_delay_us
     preferred: tuple[int, ...] = BatchingSettings.preferred_batch_sizes
     trim_padding: bool = CpuSettings.trim_padding
@@ -38,7 +39,12 @@ class Variant:
     def describe(self) -> str:
         pref = "/".join(str(p) for p in self.preferred) or "none"
         trim = "" if self.trim_padding else ", no trim"
-        return f"{self.instances}x{self.threads}, delay {self.max_queue_delay_us / 1000:g} ms, preferred {pref}{trim}"
+        layout = (
+            f"{self.instances}x{self.threads}"
+            if self.streams == 1
+            else f"{self.instances}x{self.streams}x{self.threads}"
+        )
+        return f"{layout}, delay {self.max_queue_delay_us / 1000:g} ms, preferred {pref}{trim}"
 
 
 # What was tried on the 2-core machine (README "Tuning"); the first is the shipped default, the others change one
@@ -47,6 +53,7 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     Variant("default"),
     Variant("1x2", instances=1, threads=2),
     Variant("3x1", instances=3, threads=1),
+    Variant("1x2streams", instances=1, streams=2, threads=1),
     Variant("delay5", max_queue_delay_us=5000),
     Variant("delay0.5", max_queue_delay_us=500),
     Variant("pref8-16", preferred=(8, 16)),
@@ -74,6 +81,7 @@ def variant_repository(source: Path, dest: Path, variant: Variant, tasks: list[s
         group.kind = group.KIND_CPU
         group.count = variant.instances
         config.parameters["intra_op_threads"].string_value = str(variant.threads)
+        config.parameters["streams"].string_value = str(variant.streams)
         config.parameters["trim_padding"].string_value = "true" if variant.trim_padding else "false"
         if config.HasField("dynamic_batching"):
             config.dynamic_batching.max_queue_delay_microseconds = variant.max_queue_delay_us

@@ -109,6 +109,10 @@ def test_every_config_of_every_profile_parses_as_a_triton_model_config(built_rep
         assert stock.instance_group[0].kind == stock.instance_group[0].KIND_CPU
         assert [(i.name, list(i.dims)) for i in stock.input] == [(i.name, list(i.dims)) for i in cpu.input]
         assert stock.max_batch_size == cpu.max_batch_size
+        openvino = parse_config(repository / d.onnx_model / "configs" / "stock-openvino.pbtxt")
+        assert openvino.backend == "openvino" and openvino.default_model_filename == "model.fp32.onnx"
+        assert [g.count for g in openvino.instance_group] == [1] and openvino.input == cpu.input
+        assert openvino.parameters["NUM_STREAMS"].string_value == "2"  # as parallel as 2 instances x 1 stream
         # The three graphs each profile names are in the version folder.
         for name in ("model.int8-dynamic.onnx", "model.fp32.onnx", "model.int8-qdq.onnx"):
             assert (repository / d.onnx_model / "1" / name).is_file()

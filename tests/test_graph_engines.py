@@ -1,0 +1,173 @@
+"""CPU engines: onnxruntime and OpenVINO behind one interface, validated by the export, chosen by the build, served.
+
+The unit tests need no export; the functional ones use the session's small exported graphs and serve a repository
+whose runner is OpenVINO with two streams in one instance.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST
+
+from client import MobileBertClient
+from deploy.build import BuildSettings, build_repository
+from deploy.cpu_check import graphs_not_validated_here
+from deploy.engine_choice import EngineTrial, candidates, choose, trial_feed
+from deploy.model_configs import CpuSettings, parse_config
+from deploy.server import start_on_free_ports
+from deploy.tasks import DEPLOYMENTS
+from export.cpu import cpu_signature
+from export.engine_validation import openvino_precisions
+from export.graph_engines import EngineSpec, open_engine, run_split
+from export.heads import CHECKPOINT_KIND_FOR_TASK
+from export.pipeline import ExportSettings, Manifest, graph_paths
+
+OTHER_CPU = {"model": "Intel(R) Xeon(R) Platinum 8480+", "isa": ["avx2", "avx512f", "amx_tile", "amx_int8"]}
+
+
+# -- unit tier ---------------------------------------------------------------------------------------------------
+
+
+def test_engine_spec_round_trips_through_the_runner_parameters_and_refuses_bad_settings():
+    spec = EngineSpec("openvino", "model.fp32.onnx", "bf16", threads=1, streams=2)
+    assert EngineSpec.from_parameters(spec.to_parameters()) == spec
+    assert spec.label == "openvino fp32 bf16 2x1"
+    with pytest.raises(ValueError, match="engine 'tensorrt'"):
+        EngineSpec("tensorrt", "model.fp32.onnx")
+    with pytest.raises(ValueError, match="precision 'f16'"):
+        EngineSpec("openvino", "model.fp32.onnx", "f16")
+    with pytest.raises(ValueError, match="onnxruntime runs the graph's own precision"):
+        EngineSpec("onnxruntime", "model.fp32.onnx", "bf16")
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        EngineSpec("onnxruntime", "model.fp32.onnx", streams=0)
+    with pytest.raises(ValueError, match="engine must be auto, onnxruntime or openvino"):
+        CpuSettings(engine="tvm")
+
+
+def test_bf16_is_a_candidate_only_where_the_cpu_computes_it():
+    assert openvino_precisions({"isa": ["avx2", "fma"]}) == ("f32",)
+    assert openvino_precisions({"isa": ["avx2", "avx512f", "avx512_bf16"]}) == ("f32", "bf16")
+    assert openvino_precisions({"isa": ["avx2", "amx_tile", "amx_bf16"]}) == ("f32", "bf16")
+
+
+def test_trial_feed_matches_each_graph_rank_and_stays_inside_the_vocabulary():
+    trial = EngineTrial(batch=3, length=16)
+    plain = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, vocab_size=1200)
+    assert plain["input_ids"].shape == (3, 16) and plain["input_ids"].max() < 1200
+    choices = trial_feed({"input_ids": 3, "attention_mask": 3}, trial, vocab_size=1200)
+    assert choices["input_ids"].shape == (3, 4, 16) and set(choices) == {"input_ids", "attention_mask"}
+
+
+# -- functional tier: real graphs, a real server -------------------------------------------------------------------
+
+
+def _manifests(exported_small, task: str) -> dict[str, Manifest]:
+    out, _ = exported_small
+    return {f: Manifest.read(graph_paths(out, task, f)[1]) for f in ("fp32", "int8-dynamic", "int8-qdq")}
+
+
+@pytest.mark.functional
+@pytest.mark.parametrize("task", ["fill_mask", "question_answering", "feature_extraction"])
+def test_export_validates_the_fp32_and_qdq_graphs_under_openvino_on_this_cpu(exported_small, task):
+    manifests = _manifests(exported_small, task)
+    assert manifests["int8-dynamic"].engines == {}  # onnxruntime's contrib ops: onnxruntime alone runs it
+    for flavour in ("fp32", "int8-qdq"):
+        engines = manifests[flavour].engines
+        assert sorted(engines) == sorted(f"openvino-{p}" for p in openvino_precisions())
+        for figures in engines.values():
+            assert figures["passed"] and figures["cpu"] == cpu_signature()
+            assert figures["cosine_mean"] >= 0.99 and figures["examples"] == FAST["validation_examples"]
+    # OpenVINO at f32 on the FP32 graph computes what onnxruntime and PyTorch compute
+    assert manifests["fp32"].engines["openvino-f32"]["max_rel_diff"] <= 1e-3
+
+
+@pytest.mark.functional
+def test_engines_split_a_batch_over_streams_with_the_single_stream_results(exported_small):
+    out, _ = exported_small
+    folder = graph_paths(out, "question_answering", "fp32")[0].parent
+    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=5, length=24), 1000)
+    for engine in ("onnxruntime", "openvino"):
+        precision = "graph" if engine == "onnxruntime" else "f32"
+        one = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=2))
+        two = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=1, streams=2))
+        for a, b in zip(one.run(feed), run_split(two, feed), strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.functional
+def test_auto_choice_measures_every_validated_candidate_and_takes_the_fastest(exported_small):
+    out, _ = exported_small
+    manifests = _manifests(exported_small, "text_classification")
+    specs = candidates(manifests, "int8-dynamic", "auto", threads=1, streams=2)
+    labels = [s.label for s in specs]
+    assert labels[0] == "onnxruntime int8-dynamic 2x1"
+    assert {f"openvino fp32 {p} 2x1" for p in openvino_precisions()} <= set(labels)
+    assert candidates(manifests, "int8-dynamic", "onnxruntime", threads=1, streams=2) == specs[:1]
+    folder = graph_paths(out, "text_classification", "fp32")[0].parent
+    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=4, length=32), 1000)
+    choice = choose(folder, specs, feed, EngineTrial(seconds=0.2, rounds=2, batch=4, length=32), batched=True)
+    assert [m["label"] for m in choice.measured] == labels and all(len(m["rounds"]) == 2 for m in choice.measured)
+    best = max(choice.measured, key=lambda m: m["seq_per_s"])
+    assert choice.spec.label == best["label"] and choice.to_dict()["chosen"] == best["label"]
+    # an engine validated on another CPU only is no candidate here
+    for manifest in manifests.values():
+        for figures in manifest.engines.values():
+            figures["cpu"] = OTHER_CPU
+    with pytest.raises(ValueError, match="no graph was validated for it on this CPU"):
+        candidates(manifests, "int8-dynamic", "openvino", threads=1, streams=2)
+
+
+OPENVINO_TASKS = ("fill_mask", "text_classification", "feature_extraction")
+
+
+@pytest.fixture(scope="module")
+def openvino_server(tmp_path_factory, demo_small, exported_small):
+    """A repository whose runners are OpenVINO, one instance with two streams (one copy of the weights) per task."""
+    export_dir, _ = exported_small
+    repository = tmp_path_factory.mktemp("openvino-repo")
+    cpu = CpuSettings(engine="openvino", instances=1, streams=2)
+    settings = BuildSettings(export=ExportSettings(**FAST), export_dir=export_dir, cpu=cpu)
+    plan = {task: demo_small / CHECKPOINT_KIND_FOR_TASK[task] for task in OPENVINO_TASKS}
+    record = build_repository(repository, plan, settings)
+    log = tmp_path_factory.mktemp("logs") / "openvino.log"
+    with start_on_free_ports(repository, models=record["models"], log_file=log) as server:
+        yield server, record
+
+
+@pytest.mark.functional
+def test_an_openvino_repository_records_its_choice_and_serves_like_the_fp32_profile(
+    openvino_server, triton_server_fp32
+):
+    server, record = openvino_server
+    repository = server.config.repository
+    for task in OPENVINO_TASKS:
+        choice = record["graphs"][task]["engine"]
+        assert choice["spec"]["engine"] == "openvino" and choice["spec"]["streams"] == 2
+        config = parse_config(repository / DEPLOYMENTS[task].onnx_model / "config.pbtxt")
+        assert EngineSpec.from_parameters({k: v.string_value for k, v in config.parameters.items()}) == EngineSpec(
+            **choice["spec"]
+        )
+        assert [g.count for g in config.instance_group] == [1]
+    assert graphs_not_validated_here(repository) == []
+    exact = {t for t in OPENVINO_TASKS if record["graphs"][t]["engine"]["spec"]["graph"] == "model.fp32.onnx"}
+    texts = ["a [MASK] sentence.", "the second, much longer [MASK] goes on for a good while longer than the first."]
+    with MobileBertClient(server.grpc_url) as ov, MobileBertClient(triton_server_fp32.grpc_url) as ref:
+        tol = 1e-3 if "fill_mask" in exact else 5e-2
+        for got, want in zip(ov.fill_mask(texts, top_k=3), ref.fill_mask(texts, top_k=3), strict=True):
+            np.testing.assert_allclose([c["score"] for c in got], [c["score"] for c in want], rtol=tol, atol=1e-6)
+        tol = 1e-3 if "text_classification" in exact else 5e-2
+        for got, want in zip(ov.classify(texts), ref.classify(texts), strict=True):
+            assert {c["label"] for c in got} == {c["label"] for c in want}
+            scores = {c["label"]: c["score"] for c in want}
+            np.testing.assert_allclose([c["score"] for c in got], [scores[c["label"]] for c in got], atol=tol)
+        # per-token outputs: the batch is trimmed to its real length, split over two streams, padded back
+        tol = 1e-3 if "feature_extraction" in exact else 5e-2
+        for got, want in zip(ov.embed(texts, pooling="none"), ref.embed(texts, pooling="none"), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=tol * max(1.0, float(np.abs(want).max())))
+    build = json.loads((repository / "build.json").read_text())
+    assert all(build["graphs"][t]["engine"]["chosen"] in build["profiles"]["default"] for t in OPENVINO_TASKS)
