@@ -64,8 +64,8 @@ def analyzer_points(triton_server, perf_analyzer_ready, tmp_path_factory) -> lis
 def load_points(triton_server) -> list[dict]:
     return [
         run_load(
-            LoadSettings(task=task, url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
-            corpus_rows(task),
+            LoadSettings(tasks=(task,), url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
+            {task: corpus_rows(task)},
         )
         for task in TASKS
     ]
