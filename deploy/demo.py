@@ -75,8 +75,8 @@ def throughput(url: str, tasks: list[str], seconds: float, concurrency: int) -> 
     """Closed-loop load of one corpus text per call on each offered demo task, through perf's load generator."""
     return [
         run_load(
-            LoadSettings(task=task, url=url, concurrency=concurrency, seconds=seconds, warmup_s=0.5),
-            make_rows(task, "corpus"),
+            LoadSettings(tasks=(task,), url=url, concurrency=concurrency, seconds=seconds, warmup_s=0.5),
+            {task: make_rows(task, "corpus")},
         )
         for task in THROUGHPUT_TASKS
         if task in tasks

@@ -1,25 +1,22 @@
 """Sustained load on every task of a running server, with failures counted and memory (RSS) measured.
 
 `python -m deploy soak --seconds 300` (what `make soak` runs) starts the server on the built repository, loads it
-from several client threads (every task in turn, realistic corpus text), and reports per task the calls made and
-failed, and the resident memory of tritonserver and of every Python backend stub before and after. The test suite
-runs a short version.
+through perf's load generator (perf/load.py: async client workers, every task in turn, each with its own corpus rows,
+no retries unless asked), and reports per task the calls made and failed, and the resident memory of tritonserver
+and of every Python backend stub before and after. The test suite runs a short version.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
-import threading
-import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from client import MobileBertClient
-from model_def.corpus import corpus_lines, qa_examples
+from perf.inputs import make_rows
+from perf.load import LOAD_TASKS, LoadSettings, run_load
 
 from .build import read_build_record
 from .server import TritonServer, start_on_free_ports
@@ -68,65 +65,29 @@ class SoakReport:
         return "\n".join(lines)
 
 
-def _calls(bert: MobileBertClient) -> dict[str, object]:
-    lines = [line for line in corpus_lines() if len(line.split()) > 6]
-    qa = qa_examples()
-    cycle = itertools.count()
+def run_soak(server: TritonServer, seconds: float, concurrency: int = 4, retries: int = 0) -> SoakReport:
+    """Closed-loop load over every deployed task for `seconds` from `concurrency` workers (perf/load.py).
 
-    def line() -> str:
-        return lines[next(cycle) % len(lines)]
-
-    def example() -> dict:
-        return qa[next(cycle) % len(qa)]
-
-    return {
-        "fill_mask": lambda: bert.fill_mask(line() + " [MASK]."),
-        "text_classification": lambda: bert.classify([line(), line()], top_k=None),
-        "next_sentence": lambda: bert.next_sentence(line(), line()),
-        "multiple_choice": lambda: bert.multiple_choice(line(), [line(), line(), line()]),
-        "token_classification": lambda: bert.tag(line()),
-        "question_answering": lambda: bert.answer(example()["question"], example()["context"]),
-        "feature_extraction": lambda: bert.embed(line()),
-    }
-
-
-def run_soak(server: TritonServer, seconds: float, concurrency: int = 4) -> SoakReport:
-    """Closed-loop load over every deployed task for `seconds` from `concurrency` threads."""
-    report = SoakReport(seconds=seconds, concurrency=concurrency)
-    bert = MobileBertClient(server.grpc_url, timeout_s=60.0, retries=2)
-    tasks = _calls(bert)
-    offered = set(bert.tasks())
-    order = [t for t in tasks if t in offered]
-    for task in order:  # warm every path once so first-call allocations do not count as growth
-        tasks[task]()
-    report.rss_before_mb = memory_snapshot(server)
-    calls, failures, lock = Counter(), Counter(), threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def worker(offset: int) -> None:
-        for i in itertools.count(offset):
-            if time.monotonic() >= deadline:
-                return
-            task = order[i % len(order)]
-            try:
-                tasks[task]()
-                with lock:
-                    calls[task] += 1
-            except Exception as exc:  # counted and reported, never hidden
-                with lock:
-                    failures[task] += 1
-                    calls[task] += 1
-                    report.errors.append(f"{task}: {exc}"[:300])
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report.rss_after_mb = memory_snapshot(server)
-    report.calls, report.failures = dict(calls), dict(failures)
-    bert.close()
-    return report
+    Every task the server offers and the client has a method for takes its turn; each task sends its own corpus
+    rows (perf/inputs.py). The warm-up (one second, every task at least once) runs before the memory is read, so
+    first-call allocations do not count as growth. With `retries` 0 every failed call is counted.
+    """
+    with MobileBertClient(server.grpc_url, timeout_s=60.0) as bert:
+        offered = set(bert.tasks())
+    tasks = tuple(t for t in LOAD_TASKS if t in offered)
+    settings = LoadSettings(
+        tasks=tasks, url=server.grpc_url, concurrency=concurrency, seconds=seconds, warmup_s=1.0, retries=retries
+    )
+    result = run_load(settings, {t: make_rows(t, "corpus") for t in tasks}, probe=lambda: memory_snapshot(server))
+    return SoakReport(
+        seconds=seconds,
+        concurrency=concurrency,
+        calls={t: figures["calls"] for t, figures in result["tasks"].items()},
+        failures={t: figures["failed"] for t, figures in result["tasks"].items()},  # warm-up included
+        errors=result["errors"],
+        rss_before_mb=result["probe"]["before"],
+        rss_after_mb=result["probe"]["after"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("triton_repo"))
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--retries", type=int, default=0, help="client retries; 0 (default) counts every failure")
     parser.add_argument("--json", type=Path, default=Path("artifacts/soak.json"))
     args = parser.parse_args(argv)
     record = read_build_record(args.repository)
@@ -142,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log_file = Path("artifacts/logs/soak-tritonserver.log")
     with start_on_free_ports(args.repository, models=record["models"], log_file=log_file) as server:
-        report = run_soak(server, args.seconds, args.concurrency)
+        report = run_soak(server, args.seconds, args.concurrency, args.retries)
     print(report.table())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -26,8 +26,8 @@ from . import environment
 from .analyzer import AnalyzerSettings, PerfAnalyzerError, run_analyzer
 from .compare import TASKS, CompareSettings, run_comparison
 from .environment import PerfAnalyzerUnavailable
-from .inputs import PROFILES, TASK_INPUTS, make_rows
-from .load import run_load_sweep
+from .inputs import ANALYZER_INPUTS, PROFILES, make_rows
+from .load import LOAD_TASKS, run_load_sweep
 from .report import write_report
 from .serving import RepositoryNotBuilt, build_record, onnx_runner_settings, server_for
 from .sweep import DEFAULT_ANALYZER_PLAN, QUICK_ANALYZER_PLAN, SweepSettings, run_sweep
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-plots", action="store_true")
 
     analyzer = sub.add_parser("analyzer", help="perf_analyzer sweep over concurrency and batch size")
-    common(analyzer, tuple(TASK_INPUTS), list(TASKS))
+    common(analyzer, tuple(ANALYZER_INPUTS), list(TASKS))
     analyzer.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
     analyzer.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16])
     analyzer.add_argument("--batch", type=_ints, default=[1], help="rows per request, e.g. 1,8")
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyzer.add_argument("--request-count", type=int, help="fixed-count measurement instead of stabilised windows")
 
     load = sub.add_parser("load", help="closed-loop text load through the async client")
-    common(load, tuple(TASK_INPUTS), list(TASKS))
+    common(load, LOAD_TASKS, list(TASKS))
     load.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
     load.add_argument("--concurrency", type=_ints, default=[1, 4, 16])
     load.add_argument("--seconds", type=float, default=10.0)

@@ -17,7 +17,7 @@ import csv
 import io
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .environment import (
@@ -217,7 +217,3 @@ def run_analyzer(
             )
             points.append(point)
     return points
-
-
-def settings_dict(settings: AnalyzerSettings) -> dict:
-    return {k: v for k, v in asdict(settings).items() if k != "url"}

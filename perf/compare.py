@@ -151,7 +151,7 @@ def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print)
         for key, k, concurrency in (x for x in _settings_of(settings, plan, task) if x[0].startswith("c")):
             run = run_load(
                 LoadSettings(
-                    task=task,
+                    tasks=(task,),
                     url=url,
                     concurrency=concurrency,
                     seconds=settings.seconds / max(1, settings.rounds),
@@ -159,7 +159,7 @@ def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print)
                     warmup_s=1.0,
                     profile="seq128",
                 ),
-                p["rows"],
+                {task: p["rows"]},
             )
             out[(task, key, k, concurrency)] = run
             label = f"({key}) Triton, {k} text(s)/call"

@@ -6,7 +6,8 @@ Two length profiles:
   seq128  every row 100..128 tokens (special tokens included): consecutive corpus lines joined and cut at a word
           boundary, so the whole row lands in the 128 length bucket; the "sequence length 128" of the targets
 
-A row is a dict {ensemble input name: text}; `write_analyzer_data` turns rows into perf_analyzer's --input-data JSON.
+A row is a dict {ensemble input name: text} (multiple_choice: CHOICES is a list of texts); `write_analyzer_data` turns
+rows of the batched text tasks into perf_analyzer's --input-data JSON.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import random
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from model_def.corpus import classification_examples, corpus_lines, qa_examples
 
 PROFILES = ("corpus", "seq128")
 MASK = "[MASK]"
-# Batched ensembles whose requests are plain text columns (multiple_choice has a variable CHOICES shape: not here).
-TASK_INPUTS: dict[str, tuple[str, ...]] = {
+# Batched ensembles whose requests are plain text columns: what perf_analyzer can send.
+ANALYZER_INPUTS: dict[str, tuple[str, ...]] = {
     "fill_mask": ("TEXT",),
     "question_answering": ("QUESTION", "CONTEXT"),
     "text_classification": ("TEXT",),
@@ -32,9 +34,12 @@ TASK_INPUTS: dict[str, tuple[str, ...]] = {
     "next_sentence": ("TEXT", "TEXT_PAIR"),
     "pretraining": ("TEXT",),
 }
+# Every task with rows; multiple_choice (unbatched, a variable number of CHOICES per prompt) only through the client.
+TASK_INPUTS: dict[str, tuple[str, ...]] = {**ANALYZER_INPUTS, "multiple_choice": ("PROMPT", "CHOICES")}
+MULTIPLE_CHOICES = 3  # choices per multiple_choice row
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
-Row = dict[str, str]
+Row = dict[str, Any]  # input name -> text (multiple_choice CHOICES: a list of texts)
 
 
 def check_task(task: str) -> None:
@@ -66,6 +71,9 @@ def corpus_rows(task: str, seed: int = 0) -> list[Row]:
         rows = [{"TEXT": ex["text"]} for ex in classification_examples()]
     elif task == "next_sentence":
         rows = [{"TEXT": a, "TEXT_PAIR": b} for a, b in itertools.pairwise(lines)]
+    elif task == "multiple_choice":  # a line as the prompt, the lines after it as the choices
+        n = MULTIPLE_CHOICES
+        rows = [{"PROMPT": lines[i], "CHOICES": lines[i + 1 : i + 1 + n]} for i in range(len(lines) - n)]
     else:
         rows = [{"TEXT": line} for line in lines]
     rng.shuffle(rows)
@@ -94,7 +102,8 @@ def seq128_rows(
     task: str, tokenizer, count: int = 64, min_tokens: int = 100, max_tokens: int = 128, seed: int = 0
 ) -> list[Row]:
     """`count` distinct rows of min_tokens..max_tokens tokens each (special tokens included) for `task`."""
-    check_task(task)
+    if task not in ANALYZER_INPUTS:
+        raise ValueError(f"the seq128 profile has no rows for {task!r}; use the corpus profile")
     rng = random.Random(seed)
     lines = corpus_lines()
     rows: list[Row] = []
@@ -158,6 +167,8 @@ def token_lengths(rows: list[Row], tokenizer) -> list[int]:
 
 def write_analyzer_data(rows: list[Row], path: Path) -> Path:
     """perf_analyzer's --input-data JSON: one data step per row, each input a batch-1 [1] BYTES tensor."""
+    if any(not isinstance(text, str) for row in rows for text in row.values()):
+        raise ValueError("perf_analyzer input data: every input of a row must be one text (not multiple_choice)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"data": [{name: [text] for name, text in row.items()} for row in rows]}

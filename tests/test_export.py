@@ -54,7 +54,7 @@ def test_every_head_exports_three_validated_flavours_with_manifests(exported_sma
 
 
 @pytest.mark.parametrize("task", sorted(HEAD_SPECS))
-def test_graphs_run_at_other_batch_and_sequence_sizes(exported_small, demo_small, task):
+def test_graphs_run_at_other_batch_and_sequence_sizes_on_padded_pair_batches(exported_small, demo_small, task):
     out, _ = exported_small
     spec = HEAD_SPECS[task]
     model = spec.model_class.from_pretrained(demo_small / CHECKPOINT_KIND_FOR_TASK[task])
@@ -62,10 +62,17 @@ def test_graphs_run_at_other_batch_and_sequence_sizes(exported_small, demo_small
     module = spec.build(model, mask_token_id=mask_id).eval() if task == "fill_mask" else spec.build(model).eval()
     sessions = {f: session(graph_paths(out, task, f)[0], 2) for f in ("fp32", "int8-dynamic")}
     for batch, seq in ((1, 5), (3, 77), (5, 128)):
-        shape = (batch, 2, seq) if spec.choices_axis else (batch, seq)
+        shape = (batch, 2, seq) if spec.choices_axis else (batch, seq)  # 2 choices: the export traced 3
         ids = torch.randint(5, 30000, shape)
+        # As a tokenizer pads a batch: rows after the first padded on the right, and a sentence-B segment.
+        attention_mask = torch.ones_like(ids)
+        attention_mask[1:, ..., seq - seq // 4 :] = 0
+        token_type_ids = torch.zeros_like(ids)
+        token_type_ids[..., seq // 2 :] = 1
+        ids[attention_mask == 0] = 0
+        token_type_ids[attention_mask == 0] = 0
         ids[..., 1] = mask_id
-        feed = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        feed = {"input_ids": ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         with torch.no_grad():
             ref = module(*feed.values())
         for flavour, sess in sessions.items():

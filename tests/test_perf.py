@@ -64,8 +64,8 @@ def analyzer_points(triton_server, perf_analyzer_ready, tmp_path_factory) -> lis
 def load_points(triton_server) -> list[dict]:
     return [
         run_load(
-            LoadSettings(task=task, url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
-            corpus_rows(task),
+            LoadSettings(tasks=(task,), url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
+            {task: corpus_rows(task)},
         )
         for task in TASKS
     ]
@@ -213,31 +213,140 @@ def test_in_process_results_have_the_shape_of_the_served_results(built_repositor
                     assert row["CONTEXT"][y["start"] : y["end"]] == y["answer"]
 
 
-def test_report_is_well_formed(report):
+def _markdown_tables(md: str) -> dict[str, list[dict[str, str]]]:
+    """Every table of the Markdown, keyed by the '## ' heading above it: rows of {column header: cell text}."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    heading, header = None, None
+    for line in md.splitlines():
+        if line.startswith("## "):
+            heading, header = line[3:], None
+        elif not line.startswith("|"):
+            header = None
+        else:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+                tables[heading] = []
+            elif not set("".join(cells)) <= set("-:"):  # not the alignment row
+                assert len(cells) == len(header), line
+                tables[heading].append(dict(zip(header, cells, strict=True)))
+    return tables
+
+
+def _table(tables: dict[str, list[dict[str, str]]], heading_start: str) -> list[dict[str, str]]:
+    (found,) = [rows for heading, rows in tables.items() if heading.startswith(heading_start)]
+    return found
+
+
+def _number(cell: str) -> float | None:
+    return float(cell.strip("*")) if cell else None
+
+
+def _stage_ms(point: dict, model: str) -> float:
+    """Per request: queued + in the model (the tokenizer and post columns), from the point's server breakdown."""
+    figures = point["server"][model]
+    return sum(figures[f"{stage}_ms"] for stage in ("queue", "compute_input", "compute_infer", "compute_output"))
+
+
+def _assert_point_row(row: dict[str, str], point: dict) -> None:
+    """A points-table row shows its point's figures (rounded as printed: 1 decimal, rows/exec 2)."""
+    task = point["task"]
+    assert (row["task"], row["profile"]) == (task, point["profile"])
+    assert (int(row["conc."]), int(row["batch"]), int(row["failed"])) == (
+        point["concurrency"],
+        point["batch"],
+        point["failed"],
+    )
+    for column, key in (("seq/s", "seq_per_s"), ("p50 ms", "p50_ms"), ("p90 ms", "p90_ms"), ("p99 ms", "p99_ms")):
+        assert _number(row[column]) == pytest.approx(point[key], abs=0.051), (task, column)
+    assert _number(row["onnx rows/exec"]) == pytest.approx(point["server"][f"{task}_onnx"]["avg_batch"], abs=0.0051)
+    assert _number(row["onnx infer ms"]) == pytest.approx(
+        point["server"][f"{task}_onnx"]["compute_infer_ms"], abs=0.051
+    )
+    assert _number(row["tokenizer ms"]) == pytest.approx(_stage_ms(point, "tokenizer"), abs=0.051)
+    assert _number(row["post ms"]) == pytest.approx(_stage_ms(point, f"{task}_post"), abs=0.051)
+
+
+def test_report_tables_show_the_figures_of_the_results_they_were_made_from(report):
     results, files = report
     data = json.loads(files["json"].read_text())
+    assert data["load"] == json.loads(json.dumps(results["load"], default=str))
     assert {"meta", "analyzer", "load", "comparison"} <= set(data)
     assert {"cpu", "cores", "load_average"} <= set(data["meta"]["machine"])
+    comparison = results["comparison"]["tasks"]
+    # The (c) runs of the comparison are async client points too: they follow the load points.
+    client_points = results["load"] + [
+        run for task in TASKS for key in ("c", "c_bulk") for run in comparison[task][key]["runs"]
+    ]
+    assert len(client_points) == len(results["load"]) + 4
+
     with files["points_csv"].open() as f:
         rows = list(csv.DictReader(f))
-    expected = len(results["analyzer"]) + len(results["load"]) + 4  # + the (c) runs of the comparison
-    assert len(rows) == expected
     assert set(POINT_COLUMNS) <= set(rows[0]) and "onnx_compute_infer_ms" in rows[0]
-    assert all(float(r["seq_per_s"]) > 0 and r["failed"] == "0" for r in rows)
+    points = results["analyzer"] + client_points
+    assert [(r["tool"], r["task"], r["profile"]) for r in rows] == [
+        (p["tool"], p["task"], p["profile"]) for p in points
+    ]
+    for row, point in zip(rows, points, strict=True):
+        assert float(row["seq_per_s"]) == pytest.approx(point["seq_per_s"]) and point["seq_per_s"] > 0
+        assert int(row["failed"]) == point["failed"] == 0
+        assert float(row["onnx_compute_infer_ms"]) == pytest.approx(
+            point["server"][f"{point['task']}_onnx"]["compute_infer_ms"]
+        )
+
+    # One row per task and candidate, in this order, each with its candidate's best figure.
+    candidates = {
+        "a": "(a) transformers eager",
+        "b": "(b) onnxruntime INT8 in-process",
+        "c": "(c) Triton",
+        "c_bulk": "(c bulk) Triton",
+    }
+    expected = [(task, key) for task in TASKS for key in candidates]
     with files["comparison_csv"].open() as f:
-        comparison_rows = list(csv.DictReader(f))
-    assert list(comparison_rows[0]) == list(COMPARISON_COLUMNS) and len(comparison_rows) == 8
+        comparison_csv = list(csv.DictReader(f))
+    assert list(comparison_csv[0]) == list(COMPARISON_COLUMNS)
+    for row, (task, key) in zip(comparison_csv, expected, strict=True):
+        assert row["task"] == task and row["candidate"].startswith(candidates[key])
+        assert float(row["seq_per_s"]) == pytest.approx(comparison[task][key]["best"]["seq_per_s"])
+
+    md = files["markdown"].read_text()
+    lines = md.splitlines()
+    assert lines[lines.index("```bash") + 1] == "pytest tests/test_perf.py"  # the command the results came from
+    tables = _markdown_tables(md)
+    table = _table(tables, "Comparison at sequence length ~128")
+    assert len(table) == len(expected) == 8
+    for row, (task, key) in zip(table, expected, strict=True):
+        figures, ratios = comparison[task], comparison[task]["ratios"]
+        best = figures[key]["best"]
+        assert row["task"] == task and row["candidate"] == f"({key.replace('_', ' ')}) {figures[key]['candidate']}"
+        assert row["candidate"].startswith(candidates[key])
+        what = "concurrency" if key.startswith("c") else "batch"
+        assert row["best setting"].startswith(f"{what} {best[what]}")
+        assert _number(row["seq/s"]) == pytest.approx(best["seq_per_s"], abs=0.051)
+        expected_ratios = {
+            "a": (None, None),
+            "b": (ratios["b/a"], None),
+            "c": (ratios["c/a"], ratios["c/b"]),
+            "c_bulk": (ratios["c_bulk/a"], ratios["c_bulk/b"]),
+        }[key]
+        for column, ratio in zip(("x (a)", "x (b)"), expected_ratios, strict=True):
+            assert _number(row[column]) == (None if ratio is None else pytest.approx(ratio, abs=0.0051))
+    analyzer_table = _table(tables, "perf_analyzer")
+    assert len(analyzer_table) == len(results["analyzer"])
+    for row, point in zip(analyzer_table, results["analyzer"], strict=True):
+        _assert_point_row(row, point)
+    assert [(r["task"], r["profile"], r["conc."], r["batch"]) for r in analyzer_table] == [
+        (task, "corpus", "2", batch) for task in TASKS for batch in ("1", "4")
+    ]
+    client_table = _table(tables, "Async client")
+    assert len(client_table) == len(client_points)
+    for row, point in zip(client_table, client_points, strict=True):
+        _assert_point_row(row, point)
+    assert [r["profile"] for r in client_table] == ["corpus"] * len(results["load"]) + ["seq128"] * 4
+
     for key in ("throughput_png", "latency_png"):
         content = files[key].read_bytes()
         assert content.startswith(b"\x89PNG") and len(content) > 5000
-    md = files["markdown"].read_text()
-    assert "pytest tests/test_perf.py" in md
-    for task in TASKS:
-        for candidate in ("(a) transformers eager", "(b) onnxruntime INT8 in-process", "(c) Triton", "(c bulk) Triton"):
-            assert f"| {task} | {candidate}" in md
-        assert f"| {task} | corpus | 2 | 4 |" in md  # a perf_analyzer row
-    assert md.count("| fill_mask | corpus |") == 3  # two perf_analyzer rows and one client row
-    assert md.count("| fill_mask | seq128 |") == 2  # the (c) runs of the comparison
 
 
 def test_sweep_refuses_an_unbuilt_repository_with_the_build_command(tmp_path, capsys):
