@@ -434,6 +434,27 @@ def _spawn(command: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _drills(cluster: Cluster) -> None:
+    """`--drill`: the fault drills of tests/test_cluster.py on this cluster, figures printed."""
+    from .cluster_drills import DrillLoad, drain_drill, kill_drill, queue_time_drill, reference_answers
+
+    texts = [f"sentence number {i} has a [MASK] in it." for i in range(24)]
+    health = cluster.config.health
+    print(
+        f"health check every {health.interval_ms} ms, fall {health.fall}, rise {health.rise}: stop-routing bound "
+        f"{health.stop_routing_bound_s():.1f} s, rejoin bound {health.rejoin_bound_s():.1f} s",
+        flush=True,
+    )
+    for line in queue_time_drill(cluster, texts, DrillLoad(threads=2, max_seconds=60.0)).lines():
+        print(line, flush=True)
+    for line in drain_drill(cluster, 0, texts, DrillLoad(threads=2, max_calls=100)).lines():
+        print(line, flush=True)
+    reference = reference_answers(cluster.replicas[-1].grpc_url, texts)
+    report = kill_drill(cluster, 0, texts, reference, DrillLoad(threads=2, retries=60), load_through_restart=True)
+    for line in report.lines():
+        print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m deploy cluster`: start the cluster on a built repository and keep it up until Ctrl-C."""
     import argparse
@@ -449,10 +470,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000, help="the balancer's HTTP port")
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--workdir", type=Path, default=Path("artifacts/cluster"))
+    parser.add_argument("--scrape-interval", type=float, default=1.0, help="Prometheus scrape interval, seconds")
+    parser.add_argument("--check-interval-ms", type=int, default=HealthCheck.interval_ms, help="haproxy's checks")
+    parser.add_argument("--fall", type=int, default=HealthCheck.fall, help="failed checks before a replica is DOWN")
+    parser.add_argument("--rise", type=int, default=HealthCheck.rise, help="passed checks before it is UP again")
+    parser.add_argument(
+        "--drill",
+        action="store_true",
+        help="run the fault drills once (queue time idle/loaded, drain r0, SIGKILL r0 under load), print, stop",
+    )
     args = parser.parse_args(argv)
     record = read_build_record(args.repository)
     if record is None:
         print(f"cluster failed: {args.repository} is not built; run python -m deploy build --demo", file=sys.stderr)
+        return 1
+    if args.drill and args.replicas < 2:
+        print("cluster failed: the drills kill and drain a replica; they need --replicas 2 or more", file=sys.stderr)
+        return 1
+    if args.drill and "fill_mask" not in record.get("tasks", []):
+        print("cluster failed: the drills load fill_mask, which this repository was built without", file=sys.stderr)
         return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -466,8 +502,13 @@ def main(argv: list[str] | None = None) -> int:
             http_port=args.http_port,
             prometheus_port=args.prometheus_port,
             workdir=args.workdir,
+            scrape_interval_s=args.scrape_interval,
+            health=HealthCheck(args.check_interval_ms, args.fall, args.rise),
         )
         with Cluster(config) as cluster:
+            if args.drill:
+                _drills(cluster)
+                return 0
             replicas = ", ".join(f"r{i} {r.grpc_url}" for i, r in enumerate(cluster.replicas))
             print(
                 f"cluster READY: gRPC {cluster.grpc_url}, HTTP {cluster.http_url} (haproxy) -> {replicas}; "
