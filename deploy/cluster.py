@@ -45,16 +45,21 @@ class ClusterError(ServerError):
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """haproxy's active check of each replica's /v2/health/ready: every `interval_ms`, down after `fall` failures,
-    back after `rise` successes. Worst case to stop routing to a dead replica: about fall x interval."""
+    """haproxy's active check of each replica (server ready, then each served task ready): every `interval_ms`,
+    down after `fall` failures, back after `rise` successes. A dead replica refuses the connection and a drained one
+    answers 400 at once, so either stops being routed to within about fall x interval. A replica that hangs is
+    caught by `timeout_ms` (the longest a check may wait for an answer): fall x (interval + timeout). The timeout is
+    generous because on a busy machine a live Triton can take more than one interval to answer, and a check that
+    times out twice would take a healthy replica out of rotation."""
 
     interval_ms: int = 500
     fall: int = 2
     rise: int = 2
+    timeout_ms: int = 2000
 
     def __post_init__(self) -> None:
-        if self.interval_ms < 50 or self.fall < 1 or self.rise < 1:
-            raise ValueError(f"health check: interval_ms >= 50, fall >= 1 and rise >= 1 (got {self})")
+        if self.interval_ms < 50 or self.fall < 1 or self.rise < 1 or self.timeout_ms < 1:
+            raise ValueError(f"health check: interval_ms >= 50, fall, rise and timeout_ms >= 1 (got {self})")
 
     def stop_routing_bound_s(self, margin_s: float = 1.0) -> float:
         """The longest a dead or drained replica keeps being routed to: the first failing check comes at most one
@@ -145,6 +150,7 @@ backend grpc_replicas
 
 backend http_replicas
     balance roundrobin
+    timeout check {health.timeout_ms}ms
     option httpchk
 {checks}
 {http_servers}
