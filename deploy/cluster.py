@@ -301,9 +301,8 @@ class Cluster:
         return {key: sum(int(r.get(key) or 0) for r in rows) for key in ("wretr", "wredis", "eresp", "econ")}
 
     def wait_until_routed(self, replicas, up: bool = True, timeout_s: float = 30.0) -> float:
-        """Wait until haproxy reports each replica of `replicas` UP (or, with up=False, DOWN) in both backends;
-        returns the seconds it took."""
-        want = "UP" if up else "DOWN"
+        """Wait until haproxy reports each replica of `replicas` UP (or, with up=False, out of rotation: DOWN or in
+        MAINT) in both backends; returns the seconds it took."""
         started, states = time.monotonic(), []
         while time.monotonic() - started < timeout_s:
             self._check_alive()
@@ -311,10 +310,15 @@ class Cluster:
                 states = [self.backend_status(b) for b in ("grpc_replicas", "http_replicas")]
             except OSError:  # the stats socket is not there yet: haproxy is starting
                 states = []
-            if states and all(s.get(f"r{i}") == want for s in states for i in replicas):
+            if states and all((s.get(f"r{i}") == "UP") == up and f"r{i}" in s for s in states for i in replicas):
                 return time.monotonic() - started
             time.sleep(0.05)
+        want = "UP" if up else "out of rotation"
         raise ClusterError(f"replicas {list(replicas)} not {want} in haproxy after {timeout_s:.0f}s: {states}")
+
+    def in_flight(self, index: int) -> int:
+        """Requests haproxy has sent to a replica and not yet seen answered (`scur` of its gRPC and HTTP servers)."""
+        return sum(int(self.replica_stats(b)[f"r{index}"].get("scur") or 0) for b in ("grpc_replicas", "http_replicas"))
 
     # -- Prometheus ---------------------------------------------------------------------------------------------------
 
@@ -356,12 +360,19 @@ class Cluster:
         os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait()
 
-    def drain_replica(self, index: int) -> None:
+    def drain_replica(self, index: int, graceful: bool = False, timeout_s: float = 30.0) -> None:
         """Unload every served task's ensemble on one replica with its admin key: it then reports not ready on
         /v2/models/<task>/ready, the balancer's checks fail, and it gets no new traffic. The composing models stay
-        loaded (an ensemble has no stub of its own, so the watchdog leaves it alone) and reloading is quick."""
+        loaded (an ensemble has no stub of its own, so the watchdog leaves it alone). Requests the balancer routes
+        to it between the unload and its next failing check get Triton's "unknown model" error; `graceful` first
+        takes it out of rotation in haproxy (MAINT) and waits (up to `timeout_s`) for its requests in flight."""
         import tritonclient.grpc as grpcclient
 
+        if graceful:
+            self.set_maintenance(index, on=True)
+            deadline = time.monotonic() + timeout_s
+            while self.in_flight(index) and time.monotonic() < deadline:
+                time.sleep(0.05)
         server = self.replicas[index]
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
@@ -371,7 +382,8 @@ class Cluster:
             client.close()
 
     def restore_replica(self, index: int, timeout_s: float = 300.0) -> None:
-        """Load the served tasks of a drained replica again (returns once they are READY)."""
+        """Load the served tasks of a drained replica again (returns once they are READY) and put it back in
+        rotation if a graceful drain took it out; haproxy routes to it after `rise` passing checks."""
         import tritonclient.grpc as grpcclient
 
         server = self.replicas[index]
@@ -381,6 +393,8 @@ class Cluster:
                 client.load_model(task, headers={GRPC_ADMIN_HEADER: server.admin_key}, client_timeout=timeout_s)
         finally:
             client.close()
+        if self.backend_status("http_replicas").get(f"r{index}") == "MAINT":
+            self.set_maintenance(index, on=False)
 
     def served_requests(self, index: int, model: str) -> int:
         """Successful requests of `model` on one replica so far (Triton's own statistics; they lag the reply by a

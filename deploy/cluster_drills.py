@@ -263,11 +263,12 @@ class DrainReport:
         ]
 
 
-def drain_drill(cluster: Cluster, index: int, texts: list[str], load: DrillLoad) -> DrainReport:
-    """Drain replica `index` (unload its tasks), load the balancer while it is out, restore it, load again."""
+def drain_drill(cluster: Cluster, index: int, texts: list[str], load: DrillLoad, graceful: bool = False) -> DrainReport:
+    """Drain replica `index` (unload its tasks; `graceful`: out of rotation first, see Cluster.drain_replica), load
+    the balancer while it is out, restore it, load again."""
     import tritonclient.http as httpclient
 
-    cluster.drain_replica(index)
+    cluster.drain_replica(index, graceful=graceful)
     not_routed_s = cluster.wait_until_routed([index], up=False, timeout_s=30.0)
     probe = httpclient.InferenceServerClient(cluster.replicas[index].http_url)
     try:

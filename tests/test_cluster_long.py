@@ -2,9 +2,9 @@
 of `make test` (whose tests/test_cluster.py runs one short drill of each kind).
 
 One 2-replica cluster serving fill_mask, three load threads per load. Every replica is SIGKILLed in turn (twice
-each) with the loads running on through the restart and the rejoin; a drain happens under load (the calls caught
-between the unload and the balancer's next checks are counted and reported); the queue-time signal is read idle,
-loaded and after the load.
+each) with the loads running on through the restart and the rejoin; a replica is drained under load twice: by
+unloading alone (the calls caught between the unload and the balancer's next checks are counted and reported) and
+gracefully (out of rotation in haproxy first: no call may fail).
 """
 
 from __future__ import annotations
@@ -55,21 +55,27 @@ def test_every_replica_killed_in_turn_under_load_loses_no_call_with_retries_and_
     assert cluster.backend_status() == {"r0": "UP", "r1": "UP"}
 
 
-def test_a_replica_drained_under_load_stops_getting_traffic_and_serves_again(cluster):
-    # A load runs across the unload: calls routed to the replica between the unload and the failing checks get
-    # Triton's "unknown model" error (not retried: the client treats it as a deployment problem). Counted, reported.
+@pytest.mark.parametrize("graceful", [False, True], ids=["unload", "maint-then-unload"])
+def test_a_replica_drained_under_load_stops_getting_traffic_and_serves_again(cluster, graceful):
+    # A load runs across the unload. Plain unload: calls routed to the replica between the unload and its failing
+    # checks get Triton's "unknown model" error (not retried: the client treats it as a deployment problem); counted
+    # and reported. Graceful (out of rotation in haproxy first, then unload): none may fail.
     across = BackgroundLoad(cluster.grpc_url, TEXTS, DrillLoad(threads=3, max_seconds=120.0)).start()
     try:
         across.wait_for_calls(30)
-        report = drain_drill(cluster, 1, TEXTS, DrillLoad(threads=3, max_calls=300))
+        report = drain_drill(cluster, 1, TEXTS, DrillLoad(threads=3, max_calls=300), graceful=graceful)
     finally:
         tally = across.stop()
     print("\n" + "\n".join(report.lines()))
-    print(f"drain: a load across the unload: {tally.calls} calls, {tally.failed} failed {tally.errors[:1]}")
+    print(
+        f"drain ({'graceful' if graceful else 'unload'}) with a load across it: {tally.calls} calls, {tally.failed} "
+        f"failed {tally.errors[:1]}"
+    )
     assert report.reports_not_ready
     assert report.not_routed_s <= cluster.config.health.stop_routing_bound_s()
     assert report.while_drained.failed == 0 and report.after_restore.failed == 0
+    assert report.served_while_drained == 0  # both loads: the drained replica's tokenizer count did not move
     assert report.served_after_restore > 0
-    # The load across the unload kept running while the replica was out: it too reached only r0 then; the drained
-    # replica's tokenizer count covers both loads.
-    assert report.served_while_drained == 0
+    if graceful:
+        assert tally.failed == 0, tally.errors
+    assert cluster.backend_status() == {"r0": "UP", "r1": "UP"}
