@@ -214,7 +214,8 @@ def kill_drill(
         stop_routing_s = cluster.wait_until_routed([index], up=False, timeout_s=30.0)
         if not load_through_restart:
             time.sleep(after_kill_s)
-            retrying.stop(), plain.stop()
+            retrying.stop()
+            plain.stop()
         started = time.monotonic()
         cluster.restart_replica(index)
         ready_again_s = time.monotonic() - started
