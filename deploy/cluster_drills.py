@@ -126,9 +126,10 @@ def reference_answers(url: str, texts: list[str], top_k: int = 3) -> dict[str, A
         return {t: direct.fill_mask(t, top_k=top_k) for t in texts}
 
 
-def same_answer(got: list[dict], want: list[dict], rtol: float = 0.02) -> bool:
+def same_answer(got: list[dict], want: list[dict], rtol: float = 0.05) -> bool:
     """Whether a fill_mask answer equals the reference. INT8-dynamic scores move slightly with the batch company
-    the dynamic batcher gives a request (~1% relative on the random demo models, whose top scores are near-uniform),
+    the dynamic batcher gives a request (one activation scale per batch; measured up to a few % relative on the
+    random demo models, whose top scores are near-uniform, ~2e-4 each, under three-thread loads),
     so scores are compared within `rtol` and tokens rank by rank, except where the reference itself has a near tie
     (two candidates within `rtol`) that the move may reorder. Another text's answer fails: its tokens differ."""
     if len(got) != len(want):
@@ -147,7 +148,15 @@ def same_answer(got: list[dict], want: list[dict], rtol: float = 0.02) -> bool:
 
 def wrong_answers(tally: LoadTally, reference: dict[str, Any]) -> list[str]:
     """The answers of a load that differ from the single-server reference (`same_answer`)."""
-    return [f"{t!r}: got {got}, want {reference[t]}" for t, got in tally.answers if not same_answer(got, reference[t])]
+
+    def brief(answer: list[dict]) -> str:
+        return " ".join(f"{c['token']}:{c['score']:.4g}" for c in answer)
+
+    return [
+        f"{t!r}: got {brief(got)}, want {brief(reference[t])}"
+        for t, got in tally.answers
+        if not same_answer(got, reference[t])
+    ]
 
 
 def settled(read: Callable[[], Any], timeout_s: float = 5.0) -> Any:
