@@ -188,7 +188,8 @@ class Cluster:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
-        self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="mobilebert-cluster-"))
+        # Absolute: haproxy reads a relative `stats socket` path as an address and refuses the config.
+        self.workdir = Path(config.workdir or tempfile.mkdtemp(prefix="mobilebert-cluster-")).resolve()
         self.replicas: list[TritonServer] = []
         self.balancer: subprocess.Popen | None = None
         self.prometheus: subprocess.Popen | None = None
