@@ -191,8 +191,9 @@ class KillReport:
             f"failed ({'; '.join(n.errors[:1]) or 'no error'}); {len(self.wrong)} wrong answers; haproxy: "
             + ", ".join(f"{k} {v}" for k, v in self.balancer.items()),
             f"kill: haproxy stopped routing to it {self.stop_routing_s:.2f} s after the SIGKILL; restarted READY in "
-            f"{self.ready_again_s:.1f} s, routed again {self.rejoin_s:.2f} s later; after the rejoin {a.calls} calls, "
-            f"{a.failed} failed, {self.served_after_rejoin} served by the restarted replica",
+            f"{self.ready_again_s:.1f} s, routed again {self.rejoin_s:.2f} s later; "
+            + (f"after the rejoin {a.calls} calls, {a.failed} failed, " if a.calls else "the loads ran on; ")
+            + f"{self.served_after_rejoin} served by the restarted replica",
         ]
 
 
