@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test test-quick lint format demo build serve soak cluster export bench chart image test-image clean
+.PHONY: help setup system-deps test test-quick test-long lint format demo build serve soak cluster bench-cluster export bench chart image test-image clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -20,6 +20,8 @@ help:
 	@echo "make chart  - helm lint + render every values set + strict Kubernetes 1.29-1.33 schema validation"
 	@echo "make image  - build triton_repo/ and the container image (podman), serve it here; IMAGE_ARGS to change"
 	@echo "make test-image - the slow container test: build, serve, every task via client and curl (~minutes)"
+	@echo "make test-long - the long cluster fault drills: replicas killed and drained under load (~minutes)"
+	@echo "make bench-cluster - balancer overhead: direct vs haproxy with 1 and 2 replicas (needs make build)"
 
 setup: system-deps $(STAMP) $(VENV)/bin/helm
 
@@ -43,10 +45,11 @@ $(STAMP): pyproject.toml constraints.txt
 $(VENV)/bin/helm: deploy/helm_tool.py | $(STAMP)
 	$(PY) -m deploy.helm_tool
 
-# The container test builds a real image (minutes): deselected here, run by `make test-image`.
+# The container test builds a real image (minutes) and the long cluster drills take minutes: deselected here, run
+# by `make test-image` and `make test-long`.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not container"
+	$(PY) -m pytest -q -m "not container and not long"
 
 chart: setup
 	$(PY) -m deploy.manifests
@@ -60,6 +63,10 @@ image: setup build
 
 test-image: setup
 	$(PY) -m pytest -q -m container tests/test_container_image.py
+
+# Every replica SIGKILLed in turn under load (CLUSTER_KILLS, default 4), a drain under load; figures printed.
+test-long: setup
+	$(PY) -m pytest -q -s -m long tests/test_cluster_long.py
 
 # The edit loop: unit tests only (no Triton server, no ONNX export); `make test` stays the whole suite.
 test-quick: setup
@@ -91,6 +98,10 @@ soak: setup
 # Replicas (REPLICAS, default 2) of the built repository behind haproxy, with Prometheus; until Ctrl-C.
 cluster: setup
 	$(PY) -m deploy cluster --replicas $${REPLICAS:-2}
+
+# What the balancer costs: the same replica direct vs through haproxy (1 and 2 replicas); prints a table.
+bench-cluster: setup build
+	$(PY) -m perf cluster --repository triton_repo
 
 export: setup
 	$(PY) -m export --demo

@@ -5,6 +5,7 @@
   python -m perf compare  --repository triton_repo          # (a) HF eager, (b) ORT INT8 in-process, (c) Triton
   python -m perf sweep    --repository triton_repo          # everything (make bench)
   python -m perf tune     --repository triton_repo          # runner config variants side by side
+  python -m perf cluster  --repository triton_repo          # direct vs haproxy with 1 and 2 replicas
 
 `analyzer` and `load` start a server for the repository on free ports, or use `--url host:port` of a running one.
 Results: artifacts/perf/<time>-<command>/ (or --out): results.json, points.csv, comparison.csv, results.md, PNGs.
@@ -83,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--profile", choices=PROFILES, default="seq128")
     tune.add_argument("--max-foreign", type=float, default=0.15, help="before each variant: wait for a quiet machine")
     tune.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
+
+    cluster = sub.add_parser("cluster", help="balancer overhead: direct vs haproxy with 1 and 2 replicas (one task)")
+    cluster.add_argument("--repository", type=Path, default=Path("triton_repo"), help="a built model repository")
+    cluster.add_argument(
+        "--task", choices=("fill_mask", "question_answering", "text_classification"), default="fill_mask"
+    )
+    cluster.add_argument("--out", type=Path, help="results folder (default artifacts/perf/<time>-cluster)")
+    cluster.add_argument("--concurrency", type=_ints, default=[1, 4, 8, 16])
+    cluster.add_argument("--seconds", type=float, default=6.0, help="per point")
+    cluster.add_argument("--rounds", type=int, default=2, help="rounds of every (concurrency, mode); the best counts")
+    cluster.add_argument("--profile", choices=PROFILES, default="corpus")
+    cluster.add_argument("--max-foreign", type=float, default=0.3, help="before each level: wait for a quieter machine")
+    cluster.add_argument("--wait", type=float, default=60.0, help="longest wait for a quiet machine, seconds")
 
     for name, text in (
         ("compare", "(a) transformers eager, (b) onnxruntime INT8 in-process, (c) Triton over gRPC, at ~128 tokens"),
@@ -175,9 +189,45 @@ def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSett
     )
 
 
+def _cluster(args: argparse.Namespace, argv: list[str]) -> int:
+    """`python -m perf cluster`: prints the balancer-overhead table, writes results.json and results.md."""
+    import json
+
+    from .cluster_bench import ClusterBenchSettings, markdown, results_json, run_cluster_bench
+
+    out = _out(args)
+    try:
+        settings = ClusterBenchSettings(
+            args.repository, args.task, args.concurrency, args.seconds, args.rounds, profile=args.profile
+        )
+        tokenizer = _tokenizer(args, args.task) if args.profile == "seq128" else None
+        rows = make_rows(args.task, args.profile, tokenizer)
+        machine = environment.machine()
+        out.mkdir(parents=True, exist_ok=True)
+        results = run_cluster_bench(
+            settings, rows, out / "cluster", quiet=lambda: environment.wait_until_quiet(args.max_foreign, args.wait)
+        )
+    except (RepositoryNotBuilt, ServerError, ValueError) as exc:
+        print(f"perf cluster failed: {exc}", file=sys.stderr)
+        return 1
+    machine["load_average_after"] = environment.load_average()
+    text = markdown(results, machine)
+    record = {"meta": {"command": "python -m perf " + shlex.join(argv), "machine": machine}, **results_json(results)}
+    (out / "results.json").write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    (out / "results.md").write_text(text, encoding="utf-8")
+    print("\n" + text + f"\nresults in {out}/: results.json, results.md")
+    failed = sum(p["failed"] for p in results["points"])
+    if failed:
+        print(f"FAILED REQUESTS: {failed}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "cluster":
+        return _cluster(args, argv)
     tasks = args.task or list(TASKS)
     out = _out(args)
     try:

@@ -1,7 +1,9 @@
 """deploy.cluster: replicas behind haproxy with Prometheus, all real processes on loopback (issue 13).
 
-The fast tests share one 2-replica cluster serving fill_mask only (quick to start); the last one stops it and
-proves nothing is left behind.
+The fast tests share one 2-replica cluster serving fill_mask only (quick to start), in file order: the queue-time
+test first (its idle figure needs a cluster that has had no load yet), the fault drills (drain, kill) after the
+routing tests, and the last one stops it and proves nothing is left behind. The longer drills are in
+tests/test_cluster_long.py (marker `long`, `make test-long`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from client import MobileBertClient
 from client.errors import MobileBertClientError
 from deploy.cluster import Cluster, ClusterConfig, haproxy_config
+from deploy.cluster_drills import DrillLoad, drain_drill, kill_drill, queue_time_drill, reference_answers
 
 # Functional tier: real Triton servers or ONNX exports (`make test-quick` leaves these out).
 pytestmark = pytest.mark.functional
@@ -31,6 +34,15 @@ def cluster(built_repository, tmp_path_factory):
     config = ClusterConfig(repository, replicas=2, models=FILL_MASK_MODELS, workdir=tmp_path_factory.mktemp("cluster"))
     with Cluster(config) as running:
         yield running
+
+
+def test_queue_time_per_request_is_answered_for_every_replica_and_rises_under_load(cluster):
+    report = queue_time_drill(cluster, TEXTS, DrillLoad(threads=2, max_seconds=30.0))
+    print("\n" + "\n".join(report.lines()))
+    assert set(report.idle_us) == set(report.loaded_us) == {"r0", "r1"}
+    assert report.load.failed == 0, report.load.errors
+    for replica, idle in report.idle_us.items():
+        assert report.loaded_us[replica] > idle, (report.idle_us, report.loaded_us)
 
 
 def _successes(url: str, model: str = "fill_mask") -> int:
@@ -79,9 +91,11 @@ def test_bad_input_through_the_balancer_gets_the_same_error_as_direct(cluster):
         with MobileBertClient(url, retries=0) as bert:
             with pytest.raises(MobileBertClientError) as err:
                 bert.infer_tensors("fill_mask", {"NOT_AN_INPUT": np.array([[b"x"]], dtype=object)})
-            errors.append((type(err.value), str(err.value).replace(url, "URL")))
+            with pytest.raises(MobileBertClientError) as no_mask:  # refused by the Python model, not by Triton
+                bert.fill_mask("a sentence without a mask token")
+            errors.append([(type(e.value), str(e.value).replace(url, "URL")) for e in (err, no_mask)])
     assert errors[0] == errors[1]
-    assert "NOT_AN_INPUT" in errors[0][1]
+    assert "NOT_AN_INPUT" in errors[0][0][1] and "[MASK]" in errors[0][1][1]
 
 
 def test_a_missing_repository_and_zero_replicas_are_clear_errors(tmp_path):
@@ -91,12 +105,43 @@ def test_a_missing_repository_and_zero_replicas_are_clear_errors(tmp_path):
         ClusterConfig(tmp_path / "nowhere")
 
 
-def test_the_balancer_config_checks_every_replica_on_health_ready(cluster):
+def test_the_balancer_checks_every_replica_on_health_ready_and_on_each_task_ready(cluster):
     text = (cluster.workdir / "haproxy.cfg").read_text()
     assert text == haproxy_config(
-        cluster.grpc_port, cluster.http_port, cluster.replicas, cluster.config.health, cluster.workdir / "haproxy.sock"
+        cluster.grpc_port,
+        cluster.http_port,
+        cluster.replicas,
+        cluster.config.health,
+        cluster.workdir / "haproxy.sock",
+        ["fill_mask"],
     )
-    assert "uri /v2/health/ready" in text and text.count(" check ") == 4
+    assert "uri /v2/health/ready" in text and "uri /v2/models/fill_mask/ready" in text
+    assert text.count(" check inter ") == 2 and text.count(" track http_replicas/r") == 2
+
+
+def test_a_drained_replica_reports_not_ready_gets_no_traffic_then_serves_again_once_reloaded(cluster):
+    report = drain_drill(cluster, 0, TEXTS, DrillLoad(threads=2, max_calls=40))
+    print("\n" + "\n".join(report.lines()))
+    assert report.reports_not_ready
+    assert report.not_routed_s <= cluster.config.health.stop_routing_bound_s()
+    assert report.while_drained.calls == 40 and report.while_drained.failed == 0, report.while_drained.errors
+    assert report.served_while_drained == 0
+    assert report.after_restore.failed == 0 and report.served_after_restore > 0
+    assert cluster.backend_status() == {"r0": "UP", "r1": "UP"}
+
+
+def test_a_replica_sigkilled_under_load_loses_no_call_with_retries_and_rejoins_after_a_restart(cluster):
+    reference = reference_answers(cluster.replicas[1].grpc_url, TEXTS)
+    report = kill_drill(cluster, 0, TEXTS, reference, DrillLoad(threads=2, retries=60))
+    print("\n" + "\n".join(report.lines()))
+    assert report.with_retries.failed == 0, report.with_retries.errors
+    assert report.with_retries.calls > 0 and report.without_retries.calls > 0
+    assert report.wrong == [], report.wrong[:2]
+    health = cluster.config.health
+    assert report.stop_routing_s <= health.stop_routing_bound_s(), (report.stop_routing_s, health)
+    assert report.rejoin_s <= health.rejoin_bound_s(), (report.rejoin_s, health)
+    assert report.after_rejoin.failed == 0 and report.served_after_rejoin > 0
+    assert cluster.backend_status() == {"r0": "UP", "r1": "UP"}
 
 
 def test_stop_leaves_no_process_and_no_listening_port(cluster):
