@@ -90,10 +90,11 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
 
     models: list[str] = []
     report: dict[str, dict] = {}
+    engines: dict[str, dict] = {}
     with tqdm(sorted(checkpoints.items()), desc="build", unit="task") as bar:
         for task, checkpoint in bar:
             manifests = export_head(task, checkpoint, settings.export_dir, export_settings, progress=bar)
-            report[task] = _add_task(repository, task, checkpoint, manifests, tokenizer_json, settings)
+            report[task], engines[task] = _add_task(repository, task, checkpoint, manifests, tokenizer_json, settings)
             models += DEPLOYMENTS[task].models
     tokenizers = {DEPLOYMENTS[t].tokenizer for t in checkpoints}
     for name in sorted(tokenizers):
@@ -103,7 +104,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
         "tasks": sorted(checkpoints),
         "checkpoints": {t: str(Path(c).resolve()) for t, c in checkpoints.items()},
         "profiles": {
-            "default": "CPU, " + ", ".join(sorted({f"{t}: {r['engine']['chosen']}" for t, r in report.items()})),
+            "default": "CPU, " + ", ".join(f"{t}: {e['chosen']}" for t, e in sorted(engines.items())),
             "fp32": "CPU, onnxruntime fp32",
             "gpu": f"GPU, onnxruntime backend + TensorRT INT8 on {settings.gpu.graph_flavour}",
             "stock-cpu": f"CPU, official Triton image's onnxruntime backend on {settings.cpu.graph_flavour}",
@@ -111,6 +112,7 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
         },
         "settings": json.loads(json.dumps(asdict(settings), default=str)),
         "graphs": report,
+        "engines": engines,  # task -> the engine serving its default profile, and the build's measurement
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (repository / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -174,7 +176,8 @@ def _copy_python_model(source: Path, model_dir: Path, modules: tuple[str, ...]) 
 
 def _add_task(
     repository: Path, task: str, checkpoint: Path, manifests: dict, tokenizer_json: str, settings: BuildSettings
-) -> dict:
+) -> tuple[dict, dict]:
+    """Place one task's models; returns its graphs' figures (per flavour) and the engine choice."""
     deployment = DEPLOYMENTS[task]
     onnx_dir = repository / deployment.onnx_model
     version = onnx_dir / "1"
@@ -248,7 +251,7 @@ def _add_task(
     (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)
     write_config(ensemble_config(deployment, inputs, outputs, settings.batching.max_batch_size), ensemble_dir)
     report = {flavour: {"graph": graphs[flavour], **_figures(m)} for flavour, m in manifests.items()}
-    return {**report, "engine": choice.to_dict()}
+    return report, choice.to_dict()
 
 
 def _figures(manifest: Manifest) -> dict:

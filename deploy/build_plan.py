@@ -24,11 +24,14 @@ def deployment_plan(
 
 
 def build_summary(record: dict, repository: Path) -> str:
-    """The printed outcome of a build: every graph with its size and validation cosine, then how to serve it."""
+    """The printed outcome of a build: every graph with its size and validation cosine, the engine serving each
+    task, then how to serve it."""
     lines = [f"\n{'task':22s} {'graph':28s} {'MB':>6s} {'cosine':>8s}"]
     for task, graphs in record["graphs"].items():
         for g in graphs.values():
             cosine = "" if g["cosine"] is None else f"{g['cosine']:.5f}"
             lines.append(f"{task:22s} {g['graph']:28s} {g['MB']:6.1f} {cosine:>8s}")
+    for task, choice in record.get("engines", {}).items():
+        lines.append(f"{task:22s} served by {choice['chosen']} ({choice['reason']})")
     lines.append(f"\nrepository {repository}: {len(record['models'])} models; serve it with: python -m deploy serve")
     return "\n".join(lines)

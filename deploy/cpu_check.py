@@ -34,8 +34,8 @@ def graphs_not_validated_here(repository: Path) -> list[str]:
 def _engines_not_validated_here(repository: Path, here: dict) -> list[str]:
     """Graphs the build chose another engine for (build.json), whose figures under it came from other CPUs."""
     unproven = []
-    for task, graphs in sorted(_read_json(repository / "build.json").get("graphs", {}).items()):
-        spec = graphs.get("engine", {}).get("spec", {})
+    for task, choice in sorted(_read_json(repository / "build.json").get("engines", {}).items()):
+        spec = choice.get("spec", {})
         if spec.get("engine") in (None, "onnxruntime"):
             continue
         stem = Path(spec["graph"]).stem

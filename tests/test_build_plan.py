@@ -37,8 +37,10 @@ def test_build_summary_lists_every_graph_and_how_to_serve_the_repository(tmp_pat
                 "int8-dynamic": {"graph": "model.int8-dynamic.onnx", "MB": 3.5, "cosine": 0.998765},
             }
         },
+        "engines": {"fill_mask": {"chosen": "openvino fp32 f32 1x1", "reason": "fastest of 3 measured on this CPU"}},
     }
     lines = build_summary(record, tmp_path).splitlines()
+    assert "fill_mask              served by openvino fp32 f32 1x1 (fastest of 3 measured on this CPU)" in lines
     assert any(line.split() == ["fill_mask", "model.fp32.onnx", "12.2"] for line in lines)
     assert any(line.split() == ["fill_mask", "model.int8-dynamic.onnx", "3.5", "0.99877"] for line in lines)
     assert lines[-1] == f"repository {tmp_path}: 4 models; serve it with: python -m deploy serve"

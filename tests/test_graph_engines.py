@@ -145,7 +145,7 @@ def test_an_openvino_repository_records_its_choice_and_serves_like_the_fp32_prof
     server, record = openvino_server
     repository = server.config.repository
     for task in OPENVINO_TASKS:
-        choice = record["graphs"][task]["engine"]
+        choice = record["engines"][task]
         assert choice["spec"]["engine"] == "openvino" and choice["spec"]["streams"] == 2
         config = parse_config(repository / DEPLOYMENTS[task].onnx_model / "config.pbtxt")
         assert EngineSpec.from_parameters({k: v.string_value for k, v in config.parameters.items()}) == EngineSpec(
@@ -153,7 +153,7 @@ def test_an_openvino_repository_records_its_choice_and_serves_like_the_fp32_prof
         )
         assert [g.count for g in config.instance_group] == [1]
     assert graphs_not_validated_here(repository) == []
-    exact = {t for t in OPENVINO_TASKS if record["graphs"][t]["engine"]["spec"]["graph"] == "model.fp32.onnx"}
+    exact = {t for t in OPENVINO_TASKS if record["engines"][t]["spec"]["graph"] == "model.fp32.onnx"}
     texts = ["a [MASK] sentence.", "the second, much longer [MASK] goes on for a good while longer than the first."]
     with MobileBertClient(server.grpc_url) as ov, MobileBertClient(triton_server_fp32.grpc_url) as ref:
         tol = 1e-3 if "fill_mask" in exact else 5e-2
@@ -170,4 +170,4 @@ def test_an_openvino_repository_records_its_choice_and_serves_like_the_fp32_prof
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, atol=tol * max(1.0, float(np.abs(want).max())))
     build = json.loads((repository / "build.json").read_text())
-    assert all(build["graphs"][t]["engine"]["chosen"] in build["profiles"]["default"] for t in OPENVINO_TASKS)
+    assert all(build["engines"][t]["chosen"] in build["profiles"]["default"] for t in OPENVINO_TASKS)
