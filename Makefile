@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test test-quick lint format demo build serve soak cluster export bench chart image test-image clean
+.PHONY: help setup system-deps test test-peers test-quick lint format demo build serve soak cluster export bench chart image test-image clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -20,6 +20,7 @@ help:
 	@echo "make chart  - helm lint + render every values set + strict Kubernetes 1.29-1.33 schema validation"
 	@echo "make image  - build triton_repo/ and the container image (podman), serve it here; IMAGE_ARGS to change"
 	@echo "make test-image - the slow container test: build, serve, every task via client and curl (~minutes)"
+	@echo "make test-peers - the real Optimum/OpenVINO peers in their own venvs (creates them: ~4-8 min the first time)"
 
 setup: system-deps $(STAMP) $(VENV)/bin/helm
 
@@ -43,10 +44,12 @@ $(STAMP): pyproject.toml constraints.txt
 $(VENV)/bin/helm: deploy/helm_tool.py | $(STAMP)
 	$(PY) -m deploy.helm_tool
 
-# The container test builds a real image (minutes): deselected here, run by `make test-image`.
+# The container test builds a real image (minutes): deselected here, run by `make test-image`. So are the peers'
+# tests, which create the peers' venvs (minutes; cached in artifacts/peer-envs): `make test-peers`. `make test` keeps
+# a fast check of the same worker protocol (tests/test_peers.py, the worker's PyTorch self-check in our venv).
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not container"
+	$(PY) -m pytest -q -m "not container and not peers"
 
 chart: setup
 	$(PY) -m deploy.manifests
@@ -60,6 +63,9 @@ image: setup build
 
 test-image: setup
 	$(PY) -m pytest -q -m container tests/test_container_image.py
+
+test-peers: setup
+	$(PY) -m pytest -q -m peers tests/test_peers.py
 
 # The edit loop: unit tests only (no Triton server, no ONNX export); `make test` stays the whole suite.
 test-quick: setup

@@ -372,13 +372,18 @@ def main() -> int:
         command = json.loads(line)
         if command.get("op") == "exit":
             break
-        runner = runners[command["variant"]]
-        if command.get("op") == "warm_up":
-            for chunk in batches_of(job["rows"], command["batch"]):
-                runner(chunk)
-            say({"event": "warm"})
-        else:
-            say({"event": "measured", **runner.measure(job["rows"], command["batch"], command["seconds"])})
+        try:
+            runner = runners[command["variant"]]
+            if command["batch"] < 1:
+                raise ValueError(f"batch {command['batch']}")
+            if command.get("op") == "warm_up":
+                for chunk in batches_of(job["rows"], command["batch"]):
+                    runner(chunk)
+                say({"event": "warm"})
+            else:
+                say({"event": "measured", **runner.measure(job["rows"], command["batch"], command["seconds"])})
+        except Exception as exc:  # answered, so the parent fails this request with the reason; the worker lives on
+            say({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
     return 0
 
 
