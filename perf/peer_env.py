@@ -99,7 +99,12 @@ def ensure(env: PeerEnv, log=print) -> Path:
     subprocess.run([env.python, "-m", "venv", str(building)], check=True)
     pip = [str(building / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     result = subprocess.run(
-        [*pip, "--no-input", "-r", str(env.requirements)], capture_output=True, text=True, check=False
+        # --no-deps: the file is the whole resolved set, pinned; pip installs exactly it and resolves nothing
+        # (openvino.txt leaves out one declared dependency on purpose; see there)
+        [*pip, "--no-input", "--no-deps", "-r", str(env.requirements)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)

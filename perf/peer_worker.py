@@ -164,7 +164,7 @@ def openvino_variants(job: dict, work: Path, encoder: Encoder) -> list[Variant]:
         ),
     )
     int8 = cls.from_pretrained(int8_dir, ov_config=ov_config)
-    precision = default.request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")
+    precision = _inference_precision(default)
     return [
         Variant(
             "default",
@@ -196,6 +196,16 @@ def pytorch_variants(job: dict) -> list[Variant]:
             return model(**{k: torch.from_numpy(v) for k, v in model_inputs(enc, names).items()})
 
     return [Variant("fp32-eager", f"transformers {type(model).__name__}, PyTorch eager FP32", run, names)]
+
+
+def _inference_precision(model) -> str:
+    """The precision OpenVINO chose for the compiled model (f32, bf16 on AMX, ...), for the report."""
+    compiled = getattr(model, "request", None)
+    compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
+    try:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except Exception as exc:  # only a label: never fail the peer over it
+        return f"unknown: {type(exc).__name__}"
 
 
 def _nncf_dataset(items: list[dict]):

@@ -45,6 +45,7 @@ def test_peer_requirements_pin_every_package_exactly_and_torch_to_the_local_cpu_
     pins = dict(line.split("==") for line in lines)
     assert pins["torch"] == "2.13.0"  # pip's find-links holds 2.13.0+cpu; anything else would pull CUDA wheels
     assert not any(name.startswith("nvidia-") for name in pins)
+    assert "torchvision" not in pins  # PyPI's build links CUDA torch and breaks optimum.intel's imports (see the file)
     # the reason for the separate venv: a transformers the peer supports, not ours (constraints.txt)
     ours = dict(line.split("==") for line in requirement_lines(Path("constraints.txt").read_text()))
     assert pins["transformers"] != ours["transformers"]
