@@ -44,7 +44,9 @@ class PeerEnv:
         return Path(self.root) / f"{self.name}-{self.key()}"
 
     def interpreter(self) -> Path:
-        return self.path() / "bin" / "python"
+        # absolute (the worker runs in another cwd) but not resolved: bin/python links to the base interpreter,
+        # and only the link's own path puts Python in the venv
+        return (self.path() / "bin" / "python").absolute()
 
     def ready(self) -> bool:
         marker = self.path() / READY

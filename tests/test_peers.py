@@ -18,7 +18,7 @@ import pytest
 
 from export.heads import CHECKPOINT_KIND_FOR_TASK
 from perf.compare import CompareSettings, combine
-from perf.peer_env import REQUIREMENTS_DIR, PeerEnv, cache_key, requirement_lines
+from perf.peer_env import REQUIREMENTS_DIR, PeerEnv, cache_key, ensure, requirement_lines
 from perf.peers import PeerError, PeerJob, PeerProcess, parse_measurement, parse_ready
 from perf.report import COMPARISON_COLUMNS, comparison_rows, markdown
 
@@ -62,6 +62,17 @@ def test_peer_env_path_is_keyed_and_not_ready_until_its_marker_holds_the_key(tmp
     assert not env.ready()
     (env.path() / ".ready").write_text(env.key() + "\n")
     assert env.ready()
+
+
+def test_ensure_returns_a_ready_venv_as_an_absolute_unresolved_path_without_pip(tmp_path, monkeypatch):
+    """The worker runs with the job's workdir as cwd, so a relative root (the default) must not leak into the
+    interpreter path; and the venv's bin/python link must not be resolved to the base interpreter."""
+    monkeypatch.chdir(tmp_path)
+    env = PeerEnv("openvino", root=Path("envs"))
+    (env.path() / "bin").mkdir(parents=True)
+    (env.path() / ".ready").write_text(env.key())
+    found = ensure(env, log=lambda _: None)
+    assert found == tmp_path / "envs" / f"openvino-{env.key()}" / "bin" / "python" and found.is_absolute()
 
 
 # ---- unit: validation of the worker's answers ---------------------------------------------------------------------
@@ -264,8 +275,6 @@ def test_a_worker_without_its_peer_library_fails_with_the_import_error(demo_smal
 @pytest.mark.parametrize("peer", ["optimum", "openvino"])
 @pytest.mark.parametrize("task", TASKS)
 def test_real_peer_converts_checks_fidelity_and_measures_in_its_venv(demo_small, tmp_path, peer, task):
-    from perf.peer_env import ensure
-
     interpreter = ensure(PeerEnv(peer))  # cached under artifacts/peer-envs: minutes the first time only
     proc = _start(peer, str(interpreter), demo_small, task, tmp_path, rows=8)
     try:
