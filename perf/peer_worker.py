@@ -203,7 +203,8 @@ def _inference_precision(model) -> str:
     compiled = getattr(model, "request", None)
     compiled = compiled.get_compiled_model() if hasattr(compiled, "get_compiled_model") else compiled
     try:
-        return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
     except Exception as exc:  # only a label: never fail the peer over it
         return f"unknown: {type(exc).__name__}"
 
