@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libb64-0d haproxy prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps test test-quick test-long lint format demo build serve soak cluster bench-cluster export bench chart image test-image clean
+.PHONY: help setup system-deps test test-quick test-long test-peers lint format demo build serve soak cluster bench-cluster export bench chart image test-image clean
 
 help:
 	@echo "make demo   - the main job, end to end"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-image - the slow container test: build, serve, every task via client and curl (~minutes)"
 	@echo "make test-long - the long cluster fault drills: replicas killed and drained under load (~minutes)"
 	@echo "make bench-cluster - balancer overhead: direct vs haproxy with 1 and 2 replicas (needs make build)"
+	@echo "make test-peers - the real Optimum/OpenVINO peers in their own venvs (creates them: ~4-8 min the first time)"
 
 setup: system-deps $(STAMP) $(VENV)/bin/helm
 
@@ -45,11 +46,12 @@ $(STAMP): pyproject.toml constraints.txt
 $(VENV)/bin/helm: deploy/helm_tool.py | $(STAMP)
 	$(PY) -m deploy.helm_tool
 
-# The container test builds a real image (minutes) and the long cluster drills take minutes: deselected here, run
-# by `make test-image` and `make test-long`.
+# Deselected here (minutes each): the container test (`make test-image`), the long cluster drills (`make test-long`)
+# and the peers' tests, which create the peers' venvs (cached in artifacts/peer-envs; `make test-peers`). `make test`
+# keeps a fast check of each: the recipe tests, the short drills in tests/test_cluster.py, the peer worker's protocol.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not container and not long"
+	$(PY) -m pytest -q -m "not container and not long and not peers"
 
 chart: setup
 	$(PY) -m deploy.manifests
@@ -67,6 +69,9 @@ test-image: setup
 # Every replica SIGKILLed in turn under load (CLUSTER_KILLS, default 4), a drain under load; figures printed.
 test-long: setup
 	$(PY) -m pytest -q -s -m long tests/test_cluster_long.py
+
+test-peers: setup
+	$(PY) -m pytest -q -m peers tests/test_peers.py
 
 # The edit loop: unit tests only (no Triton server, no ONNX export); `make test` stays the whole suite.
 test-quick: setup

@@ -2,7 +2,8 @@
 
   python -m perf analyzer --repository triton_repo --task fill_mask --concurrency 1,2,4,8 --batch 1,8
   python -m perf load     --repository triton_repo --task question_answering --concurrency 1,4,16 --seconds 10
-  python -m perf compare  --repository triton_repo          # (a) HF eager, (b) ORT INT8 in-process, (c) Triton
+  python -m perf compare  --repository triton_repo          # (a) HF eager, (b) ORT INT8 in-process, (c) Triton,
+                                                            # peers (d) Optimum, (e) OpenVINO (--no-peers: without)
   python -m perf sweep    --repository triton_repo          # everything (make bench)
   python -m perf tune     --repository triton_repo          # runner config variants side by side
   python -m perf cluster  --repository triton_repo          # direct vs haproxy with 1 and 2 replicas
@@ -119,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--concurrency", type=_ints, default=[4, 8, 16, 32], help="(c) concurrency levels, 1 text/call")
         p.add_argument("--bulk-rows", type=int, default=8, help="(c bulk): texts per call; 0: skip")
         p.add_argument("--bulk-concurrency", type=_ints, default=[2, 4], help="(c bulk) concurrency levels")
+        p.add_argument(
+            "--peer",
+            action="append",
+            choices=["optimum", "openvino"],
+            help="peers to compare, each in its own cached venv (artifacts/peer-envs); default: both",
+        )
+        p.add_argument("--no-peers", action="store_true", help="compare (a)-(c) only")
+        p.add_argument("--peer-batch", type=_ints, default=[8, 16], help="batch sizes tried for the peers")
+        p.add_argument("--peer-envs", type=Path, default=Path("artifacts/peer-envs"), help="the peers' venvs")
         p.add_argument("--max-load", type=float, default=1.5, help="before starting: wait for this 1-min load average")
         p.add_argument(
             "--max-foreign", type=float, default=0.15, help="before each phase: wait until other processes use <= this"
@@ -186,6 +196,9 @@ def _compare_settings(args: argparse.Namespace, tasks: list[str]) -> CompareSett
         concurrency=args.concurrency,
         bulk_rows=args.bulk_rows or None,
         bulk_concurrency=args.bulk_concurrency,
+        peers=[] if args.no_peers else (args.peer or ["optimum", "openvino"]),
+        peer_batches=args.peer_batch,
+        peer_envs=args.peer_envs,
     )
 
 

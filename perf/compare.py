@@ -1,4 +1,5 @@
-"""The comparison: (a) transformers eager FP32, (b) onnxruntime INT8 in-process, (c) our Triton ensembles over gRPC.
+"""The comparison: (a) transformers eager FP32, (b) onnxruntime INT8 in-process, (c) our Triton ensembles over gRPC,
+and the peers a user would pick instead: (d) Optimum INT8, (e) OpenVINO (perf/peers.py, each in its own venv).
 
 Equal work per item: the same ~128-token texts (perf.inputs' seq128 profile, 100..128 tokens with special tokens),
 text in and decoded results out for every candidate, the same thread budget (`threads`: torch's intra-op threads
@@ -10,16 +11,23 @@ and stops it before the next round, unless a running server's URL is given (smok
 closed-loop load, one text per call (online serving: the server's dynamic batcher makes the batches), at each
 concurrency in `concurrency`, best kept; and, when `bulk_rows` is set, "(c) bulk": `bulk_rows` texts per call (what
 `client.fill_mask(list)` / `client.map` do for bulk work) at each of `bulk_concurrency`, reported beside it.
+The peers, when `peers` names them, run in subprocesses (perf/peers.py) with the same rows, threads and batch
+sizes `peer_batches`, text in and decoded results out, measured in the in-process phase beside (a) and (b); every
+variant of a peer (OpenVINO: default precision and NNCF INT8) is a setting, the fastest counts, and each variant's
+fidelity against PyTorch FP32 (cosine of the logits, top-1 agreement) is kept beside its speed.
 Every setting is measured once per round for seconds / rounds; rounds are the outer loop, so a burst of load from
 other processes (the machine may be shared) hits one round of every candidate rather than all of one, and the best
 round of each setting counts (other processes only ever slow a round down). Medians, every round and the share of
-the CPU other processes took during each round are kept. Ratios of sequences/s: b/a, c/a, c/b (c_bulk/a, c_bulk/b).
+the CPU other processes took during each round are kept. Ratios of sequences/s: b/a, c/a, c/b (c_bulk/a, c_bulk/b),
+and per peer p: p/a, c/p, c_bulk/p.
 """
 
 from __future__ import annotations
 
 import gc
+import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +36,15 @@ from deploy.model_configs import CpuSettings
 
 from . import environment
 from .baselines import HfEager, OrtInt8, measure_round, warm_up
-from .inputs import seq128_rows, token_lengths
+from .inputs import corpus_rows, seq128_rows, token_lengths
 from .load import LoadSettings, run_load
+from .peer_env import DEFAULT_ROOT, PeerEnvError
+from .peers import NAMES, PeerError, PeerJob, PeerProcess, PeerSettings, interpreters
 from .serving import build_record, onnx_runner_settings, server_for
 
 TASKS = ("fill_mask", "question_answering")
+# candidate key of each peer; "pytorch" is the peer worker's self-check (tests), not a peer
+PEER_KEYS = {"optimum": "d", "openvino": "e", "pytorch": "p"}
 
 
 @dataclass
@@ -54,12 +66,19 @@ class CompareSettings:
     bulk_rows: int | None = 8  # (c) bulk: texts per call; None: not measured
     bulk_concurrency: list[int] = field(default_factory=lambda: [2, 4])
     server_url: str | None = None  # a running server to use for (c) instead of starting one
+    peers: list[str] = field(default_factory=list)  # optimum (d), openvino (e); [] = none (the CLI adds both)
+    peer_batches: list[int] = field(default_factory=lambda: [8, 16])
+    peer_envs: Path = DEFAULT_ROOT  # where the peers' venvs are created and cached
+    peer_interpreter: str | None = None  # run the peer worker with this interpreter instead of the peer's venv
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository)
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"compare: no comparison for {unknown}; tasks: {', '.join(TASKS)}")
+        unknown = [p for p in self.peers if p not in PEER_KEYS]
+        if unknown:
+            raise ValueError(f"compare: unknown peers {unknown}; peers: optimum, openvino")
 
 
 def prepare(settings: CompareSettings) -> dict[str, dict]:
@@ -96,6 +115,9 @@ def _settings_of(settings: CompareSettings, plan: dict, task: str) -> list:
     out += [("c", 1, c) for c in settings.concurrency]
     if settings.bulk_rows:
         out += [("c_bulk", settings.bulk_rows, c) for c in settings.bulk_concurrency]
+    # peers: level is the variant's name (OpenVINO: default, nncf-int8)
+    for key, variants in plan[task].get("peer_variants", {}).items():
+        out += [(key, b, v) for v in variants for b in settings.peer_batches]
     return out
 
 
@@ -117,6 +139,81 @@ def load_candidates(settings: CompareSettings, plan: dict[str, dict]) -> dict[tu
             # (b) is onnxruntime's INT8 graph whichever engine the build chose to serve
             graph = Path(p["runner"]["graph_path"]).with_name(f"model.{CpuSettings.graph_flavour}.onnx")
             out[(task, "b", n)] = OrtInt8(task, graph, p["checkpoint"], settings.threads, sessions=n)
+    return out
+
+
+def start_peers(settings: CompareSettings, plan: dict, workdir: Path, log_dir: Path | None, log=print) -> dict:
+    """Every peer of every task started (conversion, quantization, fidelity; minutes for full-size models), one at
+    a time. {(task, key): PeerProcess}; a peer that fails is logged and recorded in plan[task]["peer_errors"], and
+    the comparison goes on without it."""
+    procs: dict[tuple[str, str], PeerProcess] = {}
+    if not settings.peers:
+        return procs
+    try:
+        found = interpreters(PeerSettings(settings.peers, Path(settings.peer_envs), settings.peer_interpreter), log)
+    except PeerEnvError as exc:
+        for task in plan:
+            plan[task]["peer_errors"] = {PEER_KEYS[p]: str(exc) for p in settings.peers}
+        log(f"peers skipped: {exc}")
+        return procs
+    for task, p in plan.items():
+        p["peer_variants"], p["peer_errors"], p["peers"] = {}, {}, {}
+        for peer in settings.peers:
+            key = PEER_KEYS[peer]
+            job = PeerJob(
+                peer=peer,
+                task=task,
+                checkpoint=p["checkpoint"],
+                workdir=workdir / f"{peer}-{task}",
+                rows=p["rows"],
+                calibration_rows=corpus_rows(task, seed=1),
+                threads=settings.threads,
+            )
+            log_file = (log_dir / f"peer-{peer}-{task}.log") if log_dir else None
+            proc = PeerProcess(job, found[peer], log_file)
+            log(f"({key}) {peer} {task}: converting and checking fidelity (log {proc.log_file})")
+            started = time.time()
+            try:
+                proc.start()
+            except (PeerError, OSError, ValueError) as exc:
+                proc.close()
+                p["peer_errors"][key] = str(exc)
+                log(f"({key}) {peer} {task} failed: {exc}")
+                continue
+            procs[(task, key)] = proc
+            p["peer_variants"][key] = [v["name"] for v in proc.variants]
+            p["peers"][key] = {
+                "peer": peer,
+                "versions": proc.ready.get("versions"),
+                "prepare_s": round(time.time() - started, 1),
+                "variants": {v["name"]: {"how": v["how"], "fidelity": v["fidelity"]} for v in proc.variants},
+            }
+            for v in proc.variants:
+                f = v["fidelity"]
+                log(
+                    f"({key}) {peer} {task} {v['name']}: cosine vs PyTorch FP32 min {f['cosine_min']:.4f} "
+                    f"mean {f['cosine_mean']:.4f}, top-1 {f['top1_agreement']:.3f} ({f['compared']} compared)"
+                )
+    return procs
+
+
+def run_peer_round(settings: CompareSettings, plan: dict, procs: dict, warmed: set, log=print) -> dict:
+    """One round of every peer variant at every batch size (the first visit warms it up)."""
+    out = {}
+    peer_keys = set(PEER_KEYS.values())
+    for task in plan:
+        for key, batch, variant in (x for x in _settings_of(settings, plan, task) if x[0] in peer_keys):
+            proc = procs[(task, key)]
+            if (task, key, batch, variant) not in warmed:
+                proc.warm_up(variant, batch)
+                warmed.add((task, key, batch, variant))
+            run = proc.measure(variant, batch, settings.seconds / max(1, settings.rounds))
+            out[(task, key, batch, variant)] = run
+            label = f"({key}) {proc.job.peer}"
+            log(
+                f"{label:38s} {task:20s} {f'batch {batch}, {variant}':26s} {run['seq_per_s']:8.2f} seq/s "
+                f"(other processes: {100 * (run['foreign_cpu'] or 0):.0f}% CPU)"
+            )
     return out
 
 
@@ -182,7 +279,7 @@ def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict
             f"batching preferred {r['preferred_batch_sizes']}, queue delay {r['max_queue_delay_us']} us"
         )
         out[task] = {}
-        for key in ("a", "b", "c", "c_bulk"):
+        for key in ("a", "b", "c", "c_bulk", *PEER_KEYS.values()):
             runs = []
             for k, rows_per_call, level in _settings_of(settings, plan, task):
                 if k != key:
@@ -201,6 +298,10 @@ def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict
                 continue
             if key in ("a", "b"):
                 name, how = plan[task]["names"][key]
+            elif key in PEER_KEYS.values():
+                info = plan[task]["peers"][key]
+                name = NAMES[info["peer"]]
+                how = "; ".join(f"{v}: {x['how']}" for v, x in info["variants"].items())
             else:
                 k = 1 if key == "c" else settings.bulk_rows
                 name = f"Triton ensemble over gRPC, {k} text{'s' if k > 1 else ''}/call"
@@ -212,7 +313,20 @@ def aggregate(settings: CompareSettings, plan: dict, rounds: list[dict]) -> dict
                 "runs": runs,
                 "failed": sum(x["failed"] for x in runs),
             }
+            if key in PEER_KEYS.values():
+                _add_peer_variants(out[task][key], plan[task]["peers"][key], runs)
     return out
+
+
+def _add_peer_variants(entry: dict, info: dict, runs: list[dict]) -> None:
+    """Each variant's best run beside its fidelity (both are reported; the faster counts as the peer's figure)."""
+    entry["versions"] = info["versions"]
+    entry["prepare_s"] = info["prepare_s"]
+    entry["variants"] = {}
+    for name, v in info["variants"].items():
+        mine = [r for r in runs if r.get("layout") == name]
+        entry["variants"][name] = {**v, "best": _best(mine) if mine else None}
+    entry["fidelity"] = info["variants"][entry["best"]["layout"]]["fidelity"]
 
 
 def _ratio(x: float, y: float) -> float | None:
@@ -223,12 +337,20 @@ def combine(settings: CompareSettings, plan: dict, measured: dict) -> dict:
     tasks = {}
     for task in plan:
         entry = {"tokens": plan[task]["tokens"], "items": len(plan[task]["rows"]), **measured[task]}
-        rate = {k: entry[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk") if k in entry}
+        peers = [k for k in PEER_KEYS.values() if k in entry]
+        rate = {k: entry[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk", *peers) if k in entry}
         entry["ratios"] = {"b/a": _ratio(rate["b"], rate["a"]), "c/a": _ratio(rate["c"], rate["a"])}
         entry["ratios"]["c/b"] = _ratio(rate["c"], rate["b"])
         if "c_bulk" in rate:
             entry["ratios"]["c_bulk/a"] = _ratio(rate["c_bulk"], rate["a"])
             entry["ratios"]["c_bulk/b"] = _ratio(rate["c_bulk"], rate["b"])
+        for k in peers:
+            entry["ratios"][f"{k}/a"] = _ratio(rate[k], rate["a"])
+            entry["ratios"][f"c/{k}"] = _ratio(rate["c"], rate[k])
+            if "c_bulk" in rate:
+                entry["ratios"][f"c_bulk/{k}"] = _ratio(rate["c_bulk"], rate[k])
+        if plan[task].get("peer_errors"):
+            entry["peer_errors"] = plan[task]["peer_errors"]
         tasks[task] = entry
     return {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
@@ -250,6 +372,25 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
         b = next(c for (t, k, _), c in candidates.items() if t == task and k == "b")
         layouts = ", ".join(c.layout for (t, k, _), c in candidates.items() if t == task and k == "b")
         plan[task]["names"] = {"a": (a.name, a.how), "b": (b.name, f"{b.how}; session layouts: {layouts}")}
+    workdir = Path(tempfile.mkdtemp(prefix="perf-peers-"))
+    try:
+        procs = start_peers(settings, plan, workdir, server_log.parent if server_log else None, log)
+        try:
+            rounds, loads = _rounds(settings, plan, candidates, procs, server_log, log, quiet)
+        finally:
+            for proc in procs.values():
+                proc.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    del candidates
+    gc.collect()
+    result = combine(settings, plan, aggregate(settings, plan, rounds))
+    result["load_average_before"] = loads
+    result["wall_s"] = round(time.time() - started, 1)
+    return result
+
+
+def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[list[dict], list[dict]]:
     warmed: set = set()
     rounds: list[dict] = []
     loads: list[dict] = []
@@ -257,6 +398,7 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
         log(f"-- round {r + 1} of {settings.rounds}")
         load_in_process = quiet() if quiet else environment.load_average()
         measured = run_in_process_round(settings, plan, candidates, warmed, log)
+        measured.update(run_peer_round(settings, plan, procs, warmed, log))
         load_server = quiet() if quiet else environment.load_average()
         if settings.server_url:
             measured.update(run_triton_round(settings, plan, settings.server_url, log))
@@ -265,9 +407,4 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
                 measured.update(run_triton_round(settings, plan, server.grpc_url, log))
         rounds.append(measured)
         loads.append({"round": r + 1, "before_in_process": load_in_process, "before_server": load_server})
-    del candidates
-    gc.collect()
-    result = combine(settings, plan, aggregate(settings, plan, rounds))
-    result["load_average_before"] = loads
-    result["wall_s"] = round(time.time() - started, 1)
-    return result
+    return rounds, loads

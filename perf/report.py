@@ -42,8 +42,13 @@ COMPARISON_COLUMNS = (
     "tokens_max",
     "ratio_vs_a",
     "ratio_vs_b",
+    "ratio_c_vs_d",
+    "ratio_c_vs_e",
+    "cosine_min",
+    "top1_agreement",
 )
-CANDIDATES = ("a", "b", "c", "c_bulk")
+PEERS = ("d", "e", "p")  # perf.compare.PEER_KEYS: Optimum, OpenVINO, the worker's PyTorch self-check
+CANDIDATES = ("a", "b", "c", "c_bulk", *PEERS)
 
 
 def role(model: str, task: str) -> str:
@@ -74,17 +79,22 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def comparison_rows(comparison: dict) -> list[dict]:
-    """One row per task and candidate: best setting, sequences/s, and the ratios to (a) and (b)."""
+    """One row per task and candidate: best setting, sequences/s, the ratios to (a) and (b), for (c) the ratios to the
+    peers (d) and (e), and for a peer its fidelity against PyTorch FP32 (of the variant that counts)."""
     rows = []
     for task, t in comparison["tasks"].items():
         ratios = t["ratios"]
         vs = {"a": (None, None), "b": (ratios["b/a"], None), "c": (ratios["c/a"], ratios["c/b"])}
         vs["c_bulk"] = (ratios.get("c_bulk/a"), ratios.get("c_bulk/b"))
+        for k in PEERS:
+            vs[k] = (ratios.get(f"{k}/a"), None)
         for key in CANDIDATES:
             if key not in t:
                 continue
             best = t[key]["best"]
             setting = f"concurrency {best['concurrency']}" if key.startswith("c") else f"batch {best['batch']}"
+            prefix = "c" if key.startswith("c") else None
+            fidelity = t[key].get("fidelity") or {}
             if best.get("layout"):
                 setting += f", {best['layout']}"
             rows.append(
@@ -99,6 +109,10 @@ def comparison_rows(comparison: dict) -> list[dict]:
                     "tokens_max": t["tokens"]["max"],
                     "ratio_vs_a": vs[key][0],
                     "ratio_vs_b": vs[key][1],
+                    "ratio_c_vs_d": ratios.get(f"{key}/d") if prefix else None,
+                    "ratio_c_vs_e": ratios.get(f"{key}/e") if prefix else None,
+                    "cosine_min": fidelity.get("cosine_min"),
+                    "top1_agreement": fidelity.get("top1_agreement"),
                 }
             )
     return rows
@@ -143,14 +157,18 @@ def markdown(results: dict) -> str:
             f"## Comparison at sequence length ~128 ({s['threads']} threads each, one candidate at a time, "
             f"best of {s.get('rounds', 1)} rounds per setting)",
             "",
-            "| task | candidate | best setting | seq/s | x (a) | x (b) |",
-            "|---|---|---|---:|---:|---:|",
+            "| task | candidate | best setting | seq/s | x (a) | x (b) | (c) / (d) | (c) / (e) |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
         ]
         for row in comparison_rows(comparison):
-            ratios = [f"**{_f(r, 2)}**" if r is not None else "" for r in (row["ratio_vs_a"], row["ratio_vs_b"])]
+            ratios = [
+                f"**{_f(row[k], 2)}**" if row[k] is not None else ""
+                for k in ("ratio_vs_a", "ratio_vs_b", "ratio_c_vs_d", "ratio_c_vs_e")
+            ]
             cells = [row["task"], row["candidate"], row["setting"], _f(row["seq_per_s"]), *ratios]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += peer_lines(comparison)
         for task, t in comparison["tasks"].items():
             failed = sum(t[k]["failed"] for k in ("c", "c_bulk") if k in t)
             lines.append(
@@ -226,6 +244,48 @@ def markdown(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def peer_lines(comparison: dict) -> list[str]:
+    """Every peer variant (both are reported, the faster counts) with its speed beside its fidelity against
+    PyTorch FP32, so no speed is bought with silent accuracy loss; and any peer that failed."""
+    rows = [
+        (task, key, name, v)
+        for task, t in comparison["tasks"].items()
+        for key in PEERS
+        if key in t
+        for name, v in t[key]["variants"].items()
+    ]
+    lines = []
+    if rows:
+        lines += [
+            "Peers, every variant: speed and fidelity against PyTorch FP32 on the same rows (cosine of the logits at "
+            "the decoded positions - fill-mask: each [MASK]'s vocabulary logits, QA: start and end logits - and top-1 "
+            "agreement):",
+            "",
+            "| task | peer | variant | best setting | seq/s | cosine min | cosine mean | top-1 agreement | counts |",
+            "|---|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for task, key, name, v in rows:
+            best, f = v.get("best") or {}, v["fidelity"]
+            counts = "yes" if comparison["tasks"][task][key]["best"].get("layout") == name else ""
+            lines.append(
+                f"| {task} | ({key}) | {name} | batch {best.get('batch', '')} | {_f(best.get('seq_per_s'))} | "
+                f"{_f(f['cosine_min'], 4)} | {_f(f['cosine_mean'], 4)} | {_f(f['top1_agreement'], 3)} | {counts} |"
+            )
+        lines.append("")
+        for task, t in comparison["tasks"].items():
+            for key in PEERS:
+                if key in t:
+                    versions = ", ".join(f"{k} {x}" for k, x in (t[key].get("versions") or {}).items())
+                    lines.append(
+                        f"- {task} ({key}): {versions}; conversion and fidelity check {t[key].get('prepare_s')} s."
+                    )
+        lines.append("")
+    for task, t in comparison["tasks"].items():
+        for key, error in (t.get("peer_errors") or {}).items():
+            lines.append(f"- {task} ({key}) FAILED, left out of the table: {error.splitlines()[0][:300]}")
+    return lines
 
 
 def _pct(share: float | None) -> str:
