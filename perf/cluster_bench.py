@@ -72,14 +72,14 @@ def run_cluster_bench(
                 for mode in MODES[round_ % 3 :] + MODES[: round_ % 3]:
                     url = _use_mode(cluster, mode)
                     load = LoadSettings(
-                        task=settings.task,
+                        tasks=(settings.task,),
                         url=url,
                         concurrency=c,
                         seconds=settings.seconds,
                         warmup_s=settings.warmup_s,
                         profile=settings.profile,
                     )
-                    point = {"mode": mode, "round": round_, **run_load(load, rows)}
+                    point = {"mode": mode, "round": round_, **run_load(load, {settings.task: rows})}
                     point.pop("server", None)  # per-model breakdown: not what this bench compares
                     points.append(point)
                     log(
