@@ -60,6 +60,6 @@ def saturating_int8_kernel(cpu: dict | None = None) -> bool:
     """Does onnxruntime's U8S8 GEMM saturate on this CPU? On x86 without VNNI or AMX, MLAS multiplies with
     VPMADDUBSW, which adds two u8 x s8 products into a signed 16-bit lane: 255 x 127 x 2 overflows it. Measured on
     an AVX2-only AMD EPYC: the INT8 graph disagreed with exact integer arithmetic by 2.8% (relative), and exactly
-    agreed once the weights used 7 bits (onnxruntime's `reduce_range`, which keeps every pair sum in range)."""
+    agreed with unsigned weights (onnxruntime's U8U8 kernel, which widens to 16 bits before multiplying)."""
     isa = set((cpu or cpu_signature())["isa"])
     return "avx2" in isa and not isa & _EXACT_INT8_DOT

@@ -49,11 +49,13 @@ DEFAULT_FP32_SCOPES: dict[str, str] = {
 class DynamicSettings:
     # Per-channel weight scales: top-1 agreement 0.998 vs 0.989 per-tensor on a trained small model's fill-mask.
     per_channel: bool = True
-    # 7-bit weights, so no u8 x s8 pair sum can saturate a 16-bit lane. None: decided by the exporting CPU, True
-    # where onnxruntime's INT8 kernel saturates (x86 without VNNI/AMX: export/cpu.py saturating_int8_kernel). The
-    # resolved value is in the cache key, so a graph built for one kind of kernel is rebuilt for the other.
-    reduce_range: bool | None = None
-    weight_type: str = "QInt8"
+    reduce_range: bool = False
+    # None: decided by the exporting CPU. Where onnxruntime's U8S8 kernel saturates (x86 without VNNI/AMX:
+    # export/cpu.py saturating_int8_kernel), unsigned weights: the U8U8 kernel widens to 16 bits before multiplying,
+    # so it is exact, and keeps all 8 bits (7-bit signed weights, `reduce_range`, were exact too, but the trained
+    # fill-mask fidelity test failed with them). Elsewhere signed. The resolved value is in the cache key, so a
+    # graph built for one kind of kernel is rebuilt for the other.
+    weight_type: str | None = None
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
     # Attention: the fused self-attention node (export/attention_fusion.py) becomes QAttention.
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather", "Attention")
@@ -62,8 +64,8 @@ class DynamicSettings:
     fuse_attention: bool = True
 
     def __post_init__(self) -> None:
-        if self.reduce_range is None:
-            self.reduce_range = saturating_int8_kernel()
+        if self.weight_type is None:
+            self.weight_type = "QUInt8" if saturating_int8_kernel() else "QInt8"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,7 +45,7 @@ def test_serve_warns_about_graphs_not_validated_on_this_cpu(tmp_path, capsys):
     assert "fill_mask_onnx/model.int8-dynamic" in err and "other CPUs only" in err and "deploy build" in err
 
 
-def test_int8_weights_use_seven_bits_exactly_where_the_cpu_kernel_saturates():
+def test_int8_weights_are_unsigned_exactly_where_the_cpu_kernel_saturates():
     zen1 = {"model": "AMD EPYC", "isa": ["avx2", "fma"]}
     skylake = {"model": "Intel Xeon Gold 6148", "isa": ["avx2", "fma", "avx512f", "avx512bw", "avx512vl"]}
     zen4 = {"model": "AMD EPYC 9R14", "isa": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]}
@@ -54,5 +54,6 @@ def test_int8_weights_use_seven_bits_exactly_where_the_cpu_kernel_saturates():
     assert saturating_int8_kernel(zen1) and saturating_int8_kernel(skylake)
     assert not any(saturating_int8_kernel(c) for c in (zen4, alder, OTHER_CPU, arm))
     # the export's default follows this CPU, and an explicit setting wins
-    assert DynamicSettings().reduce_range == saturating_int8_kernel(cpu_signature())
-    assert DynamicSettings(reduce_range=False).reduce_range is False
+    expected = "QUInt8" if saturating_int8_kernel(cpu_signature()) else "QInt8"
+    assert DynamicSettings().weight_type == expected
+    assert DynamicSettings(weight_type="QInt8").weight_type == "QInt8"
