@@ -52,8 +52,8 @@ class DynamicSettings:
     reduce_range: bool = False
     # None: decided by the exporting CPU. Where onnxruntime's U8S8 kernel saturates (x86 without VNNI/AMX:
     # export/cpu.py saturating_int8_kernel), unsigned weights: the U8U8 kernel widens to 16 bits before multiplying,
-    # so it is exact, and keeps all 8 bits (7-bit signed weights, `reduce_range`, were exact too, but the trained
-    # fill-mask fidelity test failed with them). Elsewhere signed. The resolved value is in the cache key, so a
+    # so it is exact, and keeps all 8 bits (7-bit signed weights, `reduce_range`, are exact too but drop one).
+    # Elsewhere signed. The resolved value is in the cache key, so a
     # graph built for one kind of kernel is rebuilt for the other.
     weight_type: str | None = None
     # Gather: the 30522 x 128 word-embedding table is the largest tensor left after the MatMuls.
