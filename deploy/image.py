@@ -34,6 +34,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.graph_engines import OPENVINO_CACHE
+
 from .build_record import BUILD_RECORD, read_build_record
 from .server import READY_PATH
 
@@ -141,7 +143,8 @@ def stage_repository(repository: Path, target: Path) -> list[str]:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    # OpenVINO's compiled-model cache is this CPU's (and large): the image's CPU compiles and caches its own
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", OPENVINO_CACHE)
     for model in record["models"]:
         shutil.copytree(Path(repository) / model, target / model, ignore=ignore)
     shutil.copy2(Path(repository) / BUILD_RECORD, target / BUILD_RECORD)

@@ -71,7 +71,7 @@ def validate_engines(
         candidate = EngineSpec(candidate.engine, graph_path.name, candidate.precision, threads=threads)
         label = f"{candidate.engine}-{candidate.precision}"
         try:
-            engine = open_engine(graph_path.parent, candidate)
+            engine = open_engine(graph_path.parent, candidate, cache=False)  # validation layout is not served
             outputs = [
                 dict(zip(engine.output_names, engine.run({n: b.arrays[n] for n in INPUT_NAMES}), strict=True))
                 for b in batches

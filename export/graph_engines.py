@@ -14,6 +14,7 @@ instance per task replaces two instances' two copies.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ import numpy as np
 
 ENGINES = ("onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("f32", "bf16")
+OPENVINO_CACHE = "openvino-cache"  # inside the model's version folder, one subfolder per CPU kind
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,15 @@ class OrtEngine:
 class OpenVinoEngine:
     """One OpenVINO compiled model (one copy of the weights) with one infer request per stream."""
 
-    def __init__(self, path: str, spec: EngineSpec) -> None:
+    def __init__(self, path: str, spec: EngineSpec, cache_dir: str | None = None) -> None:
         import openvino as ov
 
         self.spec = spec
         core = ov.Core()
-        model = core.read_model(path)
+        if cache_dir:
+            # compiling takes seconds to a minute per graph; with a cache the build's engine trial compiles once and
+            # every server start after it imports the blob (OpenVINO keys it by graph, config and its own version)
+            core.set_property({"CACHE_DIR": cache_dir})
         config = {
             "INFERENCE_NUM_THREADS": spec.threads * spec.streams,
             "NUM_STREAMS": spec.streams,
@@ -115,7 +120,8 @@ class OpenVinoEngine:
             # several Triton instances and the tokenizer share the cores: no pinning to cores others use
             "ENABLE_CPU_PINNING": False,
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        # from the path, not a read model: on a cache hit OpenVINO then skips reading and transforming the graph
+        self.compiled = core.compile_model(path, "CPU", config)
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
         self.requests = [self.compiled.create_infer_request() for _ in range(spec.streams)]
@@ -157,9 +163,31 @@ def run_split(engine: OrtEngine | OpenVinoEngine, feed: dict[str, np.ndarray], b
     return [np.concatenate(columns) for columns in zip(*results, strict=True)]
 
 
-def open_engine(folder: str | os.PathLike, spec: EngineSpec) -> OrtEngine | OpenVinoEngine:
-    """The engine of `spec` on the graph file `spec.graph` inside `folder`."""
+def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None) -> str | None:
+    """`folder`/openvino-cache/<CPU kind>, created; None where it cannot be written (a read-only repository:
+    OpenVINO then compiles at every load). Keyed by the CPU's flags because a compiled model holds the kernels and
+    precisions chosen for the CPU it was compiled on."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    lines = cpuinfo.splitlines()
+    flags = next((line.partition(":")[2] for line in lines if line.startswith(("flags", "Features"))), "")
+    key = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
+    path = os.path.join(folder, OPENVINO_CACHE, key)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
+def open_engine(folder: str | os.PathLike, spec: EngineSpec, cache: bool = True) -> OrtEngine | OpenVinoEngine:
+    """The engine of `spec` on the graph file `spec.graph` inside `folder` (OpenVINO: compiled models cached in
+    `folder` unless `cache` is False)."""
     path = os.path.join(folder, spec.graph)
     if spec.engine == "openvino":
-        return OpenVinoEngine(path, spec)
+        return OpenVinoEngine(path, spec, openvino_cache_dir(folder) if cache else None)
     return OrtEngine(path, spec)

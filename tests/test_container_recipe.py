@@ -159,11 +159,13 @@ def test_staging_copies_exactly_the_models_build_json_lists(tmp_path):
         (repo / model / "1").mkdir(parents=True)
         (repo / model / "config.pbtxt").write_text(f'name: "{model}"')
     (repo / "fill_mask_onnx" / "1" / "__pycache__").mkdir()
+    (repo / "fill_mask_onnx" / "1" / "openvino-cache" / "0123").mkdir(parents=True)  # this CPU's compiled models
     (repo / "build.json").write_text(json.dumps({"models": ["tokenizer", "fill_mask", "fill_mask_onnx"]}))
     target = tmp_path / "context" / "repository"
     assert stage_repository(repo, target) == ["tokenizer", "fill_mask", "fill_mask_onnx"]
     assert sorted(p.name for p in target.iterdir()) == ["build.json", "fill_mask", "fill_mask_onnx", "tokenizer"]
     assert not (target / "fill_mask_onnx" / "1" / "__pycache__").exists()
+    assert not (target / "fill_mask_onnx" / "1" / "openvino-cache").exists()
     assert (target / "fill_mask" / "config.pbtxt").read_text() == 'name: "fill_mask"'
 
 

@@ -7,6 +7,8 @@ whose runner is OpenVINO with two streams in one instance.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from deploy.server import start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.cpu import cpu_signature
 from export.engine_validation import openvino_precisions
-from export.graph_engines import EngineSpec, open_engine, run_split
+from export.graph_engines import OPENVINO_CACHE, EngineSpec, open_engine, openvino_cache_dir, run_split
 from export.heads import CHECKPOINT_KIND_FOR_TASK
 from export.pipeline import ExportSettings, Manifest, graph_paths
 
@@ -96,6 +98,43 @@ def test_engines_split_a_batch_over_streams_with_the_single_stream_results(expor
         for a, b in zip(one.run(feed), run_split(two, feed), strict=True):
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_openvino_cache_folder_is_per_cpu_kind_and_absent_where_it_cannot_be_created(tmp_path):
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2\n"
+    vnni = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512_vnni\n"
+    first = openvino_cache_dir(tmp_path, avx2)
+    assert first is not None and Path(first).is_dir() and Path(first).parent == tmp_path / OPENVINO_CACHE
+    assert openvino_cache_dir(tmp_path, avx2) == first  # flag order and repeats do not matter
+    assert openvino_cache_dir(tmp_path, "flags : avx2 sse2 fpu\n") == first
+    assert openvino_cache_dir(tmp_path, vnni) != first
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert openvino_cache_dir(not_a_folder, avx2) is None  # cannot be created: OpenVINO compiles at each load
+
+
+@pytest.mark.functional
+def test_openvino_compiles_once_into_the_cache_and_the_cached_model_computes_the_same(exported_small, tmp_path):
+    out, _ = exported_small
+    folder = tmp_path / "1"
+    folder.mkdir()
+    graph = graph_paths(out, "text_classification", "fp32")[0]
+    os.link(graph, folder / graph.name)
+    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=3, length=16), 1000)
+    spec = EngineSpec("openvino", graph.name, "f32", threads=1, streams=2)
+    first = open_engine(folder, spec)
+    blobs = sorted((folder / OPENVINO_CACHE).rglob("*.blob"))
+    assert blobs, "compiling wrote no blob into the cache"
+    stamps = [b.stat().st_mtime_ns for b in blobs]
+    second = open_engine(folder, spec)
+    assert [b.stat().st_mtime_ns for b in sorted((folder / OPENVINO_CACHE).rglob("*.blob"))] == stamps
+    for a, b in zip(run_split(first, feed), run_split(second, feed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    uncached = tmp_path / "uncached"
+    uncached.mkdir()
+    os.link(graph, uncached / graph.name)
+    open_engine(uncached, spec, cache=False)
+    assert not (uncached / OPENVINO_CACHE).exists()
 
 
 @pytest.mark.functional
