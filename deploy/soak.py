@@ -17,25 +17,10 @@ from pathlib import Path
 from client import MobileBertClient
 from perf.inputs import make_rows
 from perf.load import LOAD_TASKS, LoadSettings, run_load
+from perf.memory import by_model, server_memory
 
 from .build import read_build_record
 from .server import TritonServer, start_on_free_ports
-from .watchdog import stub_processes
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def memory_snapshot(server: TritonServer) -> dict[str, float]:
-    """RSS in MB of the server and each stub (keyed by model name)."""
-    snapshot = {"tritonserver": rss_mb(server.process.pid)}
-    for pid, model in stub_processes(server.config.repository, server.process.pid).items():
-        snapshot[model] = snapshot.get(model, 0.0) + rss_mb(pid)
-    return snapshot
 
 
 @dataclass
@@ -78,7 +63,8 @@ def run_soak(server: TritonServer, seconds: float, concurrency: int = 4, retries
     settings = LoadSettings(
         tasks=tasks, url=server.grpc_url, concurrency=concurrency, seconds=seconds, warmup_s=1.0, retries=retries
     )
-    result = run_load(settings, {t: make_rows(t, "corpus") for t in tasks}, probe=lambda: memory_snapshot(server))
+    rows = {t: make_rows(t, "corpus") for t in tasks}
+    result = run_load(settings, rows, probe=lambda: by_model(server_memory(server)))
     return SoakReport(
         seconds=seconds,
         concurrency=concurrency,

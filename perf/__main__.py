@@ -7,6 +7,7 @@
   python -m perf sweep    --repository triton_repo          # everything (make bench)
   python -m perf tune     --repository triton_repo          # runner config variants side by side
   python -m perf cluster  --repository triton_repo          # direct vs haproxy with 1 and 2 replicas
+  python -m perf memory   --repository triton_repo          # RSS/PSS per server process, whole repository loaded
 
 `analyzer` and `load` start a server for the repository on free ports, or use `--url host:port` of a running one.
 Results: artifacts/perf/<time>-<command>/ (or --out): results.json, points.csv, comparison.csv, results.md, PNGs.
@@ -30,6 +31,7 @@ from .compare import TASKS, CompareSettings, run_comparison
 from .environment import PerfAnalyzerUnavailable
 from .inputs import ANALYZER_INPUTS, PROFILES, make_rows
 from .load import LOAD_TASKS, run_load_sweep
+from .memory import run_memory
 from .report import write_report
 from .serving import RepositoryNotBuilt, build_record, onnx_runner_settings, server_for
 from .sweep import DEFAULT_ANALYZER_PLAN, QUICK_ANALYZER_PLAN, SweepSettings, run_sweep
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--profile", choices=PROFILES, default="seq128")
     tune.add_argument("--max-foreign", type=float, default=0.15, help="before each variant: wait for a quiet machine")
     tune.add_argument("--wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
+
+    memory = sub.add_parser("memory", help="RSS and PSS of every server process, the whole repository under load")
+    common(memory, LOAD_TASKS, list(LOAD_TASKS))
+    memory.add_argument("--seconds", type=float, default=6.0, help="load on every task before reading the memory")
+    memory.add_argument("--concurrency", type=int, default=8)
 
     cluster = sub.add_parser("cluster", help="balancer overhead: direct vs haproxy with 1 and 2 replicas (one task)")
     cluster.add_argument("--repository", type=Path, default=Path("triton_repo"), help="a built model repository")
@@ -298,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                 max_foreign=args.max_foreign,
                 wait_s=args.wait,
             )
+        elif args.command == "memory":
+            meta["repository"]["runner"] = {
+                t: onnx_runner_settings(args.repository, t) for t in build_record(args.repository)["tasks"]
+            }
+            measured = run_memory(args.repository, tasks, args.seconds, args.concurrency, out / "tritonserver.log")
+            results["memory"] = measured.pop("memory")
+            results["memory_load"] = measured
         elif args.command == "compare":
             meta["machine_at_start"] = environment.wait_until_quiet(args.max_foreign, args.wait, args.max_load)
             results["comparison"] = run_comparison(
@@ -329,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(p.get("failed", 0) for key in ("analyzer", "load") for p in results.get(key, []))
     for row in (results.get("tuning") or {}).get("variants", []):
         failed += sum(t["failed"] for t in row["tasks"].values())
+    failed += sum(t["failed"] for t in (results.get("memory_load") or {}).get("tasks", {}).values())
     for t in (results.get("comparison") or {}).get("tasks", {}).values():
         failed += sum(t[k]["failed"] for k in ("c", "c_bulk") if k in t)
     if failed:

@@ -38,6 +38,7 @@ from . import environment
 from .baselines import HfEager, OrtInt8, measure_round, warm_up
 from .inputs import corpus_rows, seq128_rows, token_lengths
 from .load import LoadSettings, run_load
+from .memory import server_memory, summary
 from .peer_env import DEFAULT_ROOT, PeerEnvError
 from .peers import NAMES, PeerError, PeerJob, PeerProcess, PeerSettings, interpreters
 from .serving import build_record, onnx_runner_settings, server_for
@@ -376,7 +377,7 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
     try:
         procs = start_peers(settings, plan, workdir, server_log.parent if server_log else None, log)
         try:
-            rounds, loads = _rounds(settings, plan, candidates, procs, server_log, log, quiet)
+            rounds, loads, memory = _rounds(settings, plan, candidates, procs, server_log, log, quiet)
         finally:
             for proc in procs.values():
                 proc.close()
@@ -386,14 +387,17 @@ def run_comparison(settings: CompareSettings, log=print, server_log: Path | None
     gc.collect()
     result = combine(settings, plan, aggregate(settings, plan, rounds))
     result["load_average_before"] = loads
+    if memory is not None:
+        result["memory"] = memory  # the served models' processes after the last (c) round
     result["wall_s"] = round(time.time() - started, 1)
     return result
 
 
-def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[list[dict], list[dict]]:
+def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[list[dict], list[dict], dict | None]:
     warmed: set = set()
     rounds: list[dict] = []
     loads: list[dict] = []
+    memory = None
     for r in range(max(1, settings.rounds)):
         log(f"-- round {r + 1} of {settings.rounds}")
         load_in_process = quiet() if quiet else environment.load_average()
@@ -405,6 +409,7 @@ def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[
         else:
             with server_for(settings.repository, list(plan), log_file=server_log) as server:
                 measured.update(run_triton_round(settings, plan, server.grpc_url, log))
+                memory = summary(server_memory(server))
         rounds.append(measured)
         loads.append({"round": r + 1, "before_in_process": load_in_process, "before_server": load_server})
-    return rounds, loads
+    return rounds, loads, memory

@@ -1,9 +1,10 @@
 """One results folder: results.json (everything), points.csv, comparison.csv, results.md and the PNG plots.
 
 `results` is a dict with `meta` (command, machine, versions, settings) and any of the sections `analyzer`
-(perf_analyzer points), `load` (async client points) and `comparison` (perf.compare). Each point carries its
-server breakdown per model; the CSV flattens it by role (tokenizer, onnx, post, ensemble) so every task shares
-the same columns.
+(perf_analyzer points), `load` (async client points), `comparison` (perf.compare) and `memory` (perf.memory: RSS
+and PSS per server process, also in memory.csv; a comparison carries its own for the models it served). Each point
+carries its server breakdown per model; the CSV flattens it by role (tokenizer, onnx, post, ensemble) so every
+task shares the same columns.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import csv
 import json
 from pathlib import Path
 
+from deploy.tasks import DEPLOYMENTS
+
+from .memory import markdown as memory_markdown
 from .stats import STAGES
 
 POINT_COLUMNS = (
@@ -204,6 +208,18 @@ def markdown(results: dict) -> str:
         if comparison.get("server_during_in_process"):
             lines.append("- Note: a server was running (idle) while (a) and (b) were measured.")
         lines.append("")
+    runners = {DEPLOYMENTS[t].onnx_model: r for t, r in meta.get("repository", {}).get("runner", {}).items()}
+    for title, memory in (
+        ("Memory of the whole repository, served under load", results.get("memory")),
+        ("Memory of the models served in (c), after its last round", (comparison or {}).get("memory")),
+    ):
+        if memory:
+            lines += [f"## {title}", "", *memory_markdown(memory, runners), ""]
+            load = results.get("memory_load") if memory is results.get("memory") else None
+            if load:
+                calls = ", ".join(f"{t} {f['calls']} calls ({f['failed']} failed)" for t, f in load["tasks"].items())
+                how = f"{load['seconds']:g} s of load at concurrency {load['concurrency']}"
+                lines += [f"Read after {how}: {calls}.", ""]
     for title, key in (("perf_analyzer", "analyzer"), ("Async client (text in, results out)", "load")):
         points = list(results.get(key) or [])
         if key == "load":  # the (c) runs of the comparison are async client points too
@@ -316,6 +332,10 @@ def write_report(out: Path, results: dict, plots: bool = True) -> dict[str, Path
     if results.get("comparison"):
         files["comparison_csv"] = out / "comparison.csv"
         _write_csv(files["comparison_csv"], list(COMPARISON_COLUMNS), comparison_rows(results["comparison"]))
+    memory = results.get("memory") or (results.get("comparison") or {}).get("memory")
+    if memory:
+        files["memory_csv"] = out / "memory.csv"
+        _write_csv(files["memory_csv"], ["name", "pid", "rss_mb", "pss_mb"], memory["processes"])
     files["markdown"].write_text(markdown(results), encoding="utf-8")
     if plots and points:
         from .plots import plot_all

@@ -18,7 +18,9 @@ from perf.analyzer import AnalyzerSettings, run_analyzer
 from perf.compare import CompareSettings, prepare, run_comparison
 from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
 from perf.load import LoadSettings, run_load
+from perf.memory import by_model, server_memory, summary
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
+from perf.serving import onnx_runner_settings
 from perf.tune import Variant, run_tuning, variant_repository
 from perf.tune import markdown as tune_markdown
 
@@ -89,18 +91,21 @@ def comparison(built_repository, triton_server) -> dict:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, analyzer_points, load_points, comparison):
+def report(tmp_path_factory, analyzer_points, load_points, comparison, built_repository, triton_server):
     out = tmp_path_factory.mktemp("perf-report")
+    repository, record = built_repository
     results = {
         "meta": {
             "title": "smoke",
             "command": "pytest tests/test_perf.py",
             "machine": environment.machine(),
             "versions": environment.versions(),
+            "repository": {"runner": {t: onnx_runner_settings(repository, t) for t in record["tasks"]}},
         },
         "analyzer": analyzer_points,
         "load": load_points,
         "comparison": comparison,
+        "memory": summary(server_memory(triton_server)),  # the server the points above loaded
     }
     return results, write_report(out, results)
 
@@ -267,6 +272,29 @@ def _assert_point_row(row: dict[str, str], point: dict) -> None:
     assert _number(row["post ms"]) == pytest.approx(_stage_ms(point, f"{task}_post"), abs=0.051)
 
 
+def test_server_memory_has_a_row_per_process_and_the_totals_of_its_rows(built_repository, triton_server):
+    repository, record = built_repository
+    rows = server_memory(triton_server)
+    assert rows[0].name == "tritonserver" and rows[0].pid == triton_server.process.pid
+    stubs = rows[1:]
+    # one stub process per model instance, each model of the repository loaded
+    expected = {
+        m: sum(g.count for g in parse_config(repository / m / "config.pbtxt").instance_group) or 1
+        for m in record["models"]
+        if parse_config(repository / m / "config.pbtxt").platform != "ensemble"
+    }
+    assert {m: sum(r.name == m for r in stubs) for m in expected} == expected
+    assert len(stubs) == sum(expected.values()) and len({r.pid for r in rows}) == len(rows)
+    for row in rows:
+        assert row.rss_mb > 10, row  # a live Python interpreter at least
+        assert 0 < row.pss_mb <= row.rss_mb + 0.01, row  # shared pages count whole in RSS, split in PSS
+    totals = summary(rows)
+    assert totals["process_count"] == len(rows)
+    assert totals["rss_total_mb"] == pytest.approx(sum(r.rss_mb for r in rows), abs=0.06)
+    assert totals["pss_total_mb"] < totals["rss_total_mb"]  # the stubs share the Python runtime's pages
+    assert by_model(rows)["tokenizer"] == pytest.approx(sum(r.rss_mb for r in rows if r.name == "tokenizer"))
+
+
 def test_report_tables_show_the_figures_of_the_results_they_were_made_from(report):
     results, files = report
     data = json.loads(files["json"].read_text())
@@ -343,6 +371,24 @@ def test_report_tables_show_the_figures_of_the_results_they_were_made_from(repor
     for row, point in zip(client_table, client_points, strict=True):
         _assert_point_row(row, point)
     assert [r["profile"] for r in client_table] == ["corpus"] * len(results["load"]) + ["seq128"] * 4
+
+    # memory: a row per model (its stubs summed, with their count) and the totals, as in memory.csv
+    memory = results["memory"]
+    memory_table = _table(tables, "Memory of the whole repository")
+    *per_model, total = memory_table
+    processes = memory["processes"]
+    assert [r["process"] for r in per_model] == list(dict.fromkeys(p["name"] for p in processes))
+    for row in per_model:
+        mine = [p for p in processes if p["name"] == row["process"]]
+        assert int(row["count"]) == len(mine)
+        assert _number(row["RSS MB"]) == pytest.approx(sum(p["rss_mb"] for p in mine), abs=0.051)
+        if row["process"].endswith("_onnx"):
+            runner = results["meta"]["repository"]["runner"][row["process"].removesuffix("_onnx")]
+            assert row["serving"].startswith(runner["engine"]) and f"{runner['instances']} inst." in row["serving"]
+    assert (total["process"], int(total["count"])) == ("**total**", len(processes))
+    assert _number(total["RSS MB"]) == pytest.approx(memory["rss_total_mb"], abs=0.051)
+    with files["memory_csv"].open() as f:
+        assert [(r["name"], int(r["pid"])) for r in csv.DictReader(f)] == [(p["name"], p["pid"]) for p in processes]
 
     for key in ("throughput_png", "latency_png"):
         content = files[key].read_bytes()
