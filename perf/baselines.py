@@ -17,8 +17,6 @@ in batches for a given time and reports sequences/s; `warm_up` runs it once over
 from __future__ import annotations
 
 import itertools
-import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from client.tasks import NO_ANSWER
 from deploy.python_models.mask_filling import fill_mask_row
 from deploy.python_models.span_decoding import best_spans
 
+from .batch_timing import batches_of, time_batches
 from .environment import ForeignCpu
 from .inputs import Row
 
@@ -165,10 +164,6 @@ class OrtInt8:
         return per_mask[0] if len(per_mask) == 1 else per_mask  # the pipeline's shape: one mask, one flat list
 
 
-def batches_of(rows: list[Row], batch: int) -> list[list[Row]]:
-    return [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)] or [rows]
-
-
 def warm_up(candidate, rows: list[Row], batch: int) -> None:
     """One untimed pass over every distinct batch: PyTorch pays a large one-off cost (seconds) the first time it
     meets a new input shape, and dynamic padding makes several shapes."""
@@ -179,27 +174,6 @@ def warm_up(candidate, rows: list[Row], batch: int) -> None:
 def measure_round(candidate, rows: list[Row], batch: int, seconds: float) -> dict:
     """sequences/s of `candidate` over `rows` in batches of `batch` (cycled) for `seconds` (at least one batch);
     `foreign_cpu` is the share of the machine other processes used meanwhile (perf.environment.ForeignCpu)."""
-    batches = batches_of(rows, batch)
-    times: list[float] = []
-    done = 0
     with ForeignCpu() as foreign:
-        started = time.perf_counter()
-        while done == 0 or time.perf_counter() - started < seconds:
-            chunk = batches[len(times) % len(batches)]
-            t0 = time.perf_counter()
-            results = candidate(chunk)
-            times.append(time.perf_counter() - t0)
-            if len(results) != len(chunk):
-                raise RuntimeError(f"{candidate.name}: {len(results)} results for {len(chunk)} rows")
-            done += len(chunk)
-        elapsed = time.perf_counter() - started
-    return {
-        "batch": batch,
-        "sequences": done,
-        "duration_s": round(elapsed, 3),
-        "seq_per_s": round(done / elapsed, 3),
-        "batch_ms_median": round(statistics.median(times) * 1e3, 3),
-        "foreign_cpu": foreign.share,
-        "steal_cpu": foreign.steal,
-        "failed": 0,
-    }
+        figures = time_batches(candidate, candidate.name, rows, batch, seconds)
+    return {**figures, "foreign_cpu": foreign.share, "steal_cpu": foreign.steal}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "python_models"))
+from batch_timing import batches_of, time_batches  # this file's folder (sys.path[0]): stdlib only
 from span_decoding import best_spans  # plain numpy, shared with the server's post-processing
 
 TOP_K = 5
@@ -276,12 +276,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def batches_of(rows: list[dict], batch: int) -> list[list[dict]]:
-    return [rows[i : i + batch] for i in range(0, len(rows) - batch + 1, batch)] or [rows]
-
-
 class Runner:
-    """Text in, decoded results out, for one variant; `measure` mirrors perf.baselines.measure_round."""
+    """Text in, decoded results out, for one variant; `measure` is perf.baselines.measure_round's loop."""
 
     def __init__(self, task: str, encoder: Encoder, variant: Variant) -> None:
         self.task, self.encoder, self.variant = task, encoder, variant
@@ -292,27 +288,7 @@ class Runner:
         return decode(self.task, rows, enc, logits, self.encoder.tokenizer)
 
     def measure(self, rows: list[dict], batch: int, seconds: float) -> dict:
-        batches = batches_of(rows, batch)
-        times: list[float] = []
-        done = 0
-        started = time.perf_counter()
-        while done == 0 or time.perf_counter() - started < seconds:
-            chunk = batches[len(times) % len(batches)]
-            t0 = time.perf_counter()
-            results = self(chunk)
-            times.append(time.perf_counter() - t0)
-            if len(results) != len(chunk):
-                raise RuntimeError(f"{self.variant.name}: {len(results)} results for {len(chunk)} rows")
-            done += len(chunk)
-        elapsed = time.perf_counter() - started
-        return {
-            "batch": batch,
-            "sequences": done,
-            "duration_s": round(elapsed, 3),
-            "seq_per_s": round(done / elapsed, 3),
-            "batch_ms_median": round(statistics.median(times) * 1e3, 3),
-            "failed": 0,
-        }
+        return time_batches(self, self.variant.name, rows, batch, seconds)
 
 
 def _versions(peer: str) -> dict:
