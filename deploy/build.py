@@ -29,7 +29,7 @@ from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .build_record import BUILD_RECORD
 from .build_record import read_build_record as read_build_record  # re-exported: demo, soak and perf import it here
-from .engine_choice import EngineTrial, candidates, choose, trial_feed
+from .engine_choice import EngineTrial, candidates, choose, trial_feeds
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
     DEFAULT_LENGTH_BUCKETS,
@@ -207,10 +207,10 @@ def _add_task(
     cpu, axes = settings.cpu, output_axes(cpu_graph)
     layout = {"threads": cpu.intra_op_threads, "streams": cpu.streams}
     specs = candidates(manifests, cpu.graph_flavour, cpu.engine, **layout)
-    feed = trial_feed(
+    feeds = trial_feeds(
         {i.name: len(i.dims) + deployment.batched for i in inputs}, settings.engine_trial, limits["vocab_size"]
     )
-    choice = choose(version, specs, feed, settings.engine_trial, deployment.batched)
+    choice = choose(version, specs, feeds, settings.engine_trial, deployment.batched)
     logger.info("%s: served by %s (%s)", task, choice.spec.label, choice.reason)
     cpu_config = onnx_cpu_config(
         name, choice.spec, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common

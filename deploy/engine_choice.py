@@ -3,9 +3,14 @@
 Candidates: onnxruntime on the profile's graph (always; the INT8-dynamic graph by default), and every other engine
 the export validated on this CPU and that passed the serving gates (the manifest's `engines`: OpenVINO on the FP32
 graph at f32 or bf16, and on the INT8-QDQ graph). Each runs in the layout it would serve in (streams x threads of
-one instance), on the same synthetic batch, for a few interleaved rounds; the fastest best round wins. Which engine
-is fastest depends on the CPU (OpenVINO's bf16 on AMX, onnxruntime's VNNI INT8 kernels elsewhere), which is why it
-is measured here and not written down once. The choice and the table go into the config and build.json.
+one instance), on the same synthetic batches, for a few interleaved rounds; the fastest best round wins. Which
+engine is fastest depends on the CPU (OpenVINO's bf16 on AMX, onnxruntime's VNNI INT8 kernels elsewhere), which is
+why it is measured here and not written down once. The choice and the table go into the config and build.json.
+
+The batches are a mix of sizes and lengths, as the dynamic batcher and the runner's padding trim hand them over, not
+one full batch: on an AMD EPYC Zen 4 OpenVINO's INT8-QDQ graph at bf16 beat onnxruntime's INT8-dynamic graph by 15%
+on 8 x 128 tokens alone, and lost to it by 12-16% on this mix (OpenVINO is slower per row at small batches), and the
+server built on the single-shape trial was the slower one.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ from export.pipeline import Manifest
 AUTO = "auto"
 
 
+# (batch, length) of the trial's batches as fractions of the largest (`batch` x `length`): what a dynamic batcher
+# with preferred sizes 4/8 and a trimmed padding hands the runner, small batches and shorter lengths included
+_MIX = ((1, 1), (1 / 2, 3 / 4), (1 / 4, 1), (1 / 8, 1 / 2), (3 / 4, 1), (3 / 8, 3 / 4), (1, 3 / 4), (5 / 8, 1))
+_MIX += ((1 / 8, 1), (7 / 8, 1 / 2), (1 / 2, 1), (1 / 4, 1 / 2))
+
+
 @dataclass(frozen=True)
 class EngineTrial:
-    """How long the build measures each candidate: `rounds` interleaved rounds of `seconds`, the best counts."""
+    """How long the build measures each candidate: `rounds` interleaved rounds of `seconds`, the best counts, over a
+    mix of batches up to `batch` x `length` tokens (`shapes()`)."""
 
     seconds: float = 1.0
     rounds: int = 2
@@ -35,6 +47,11 @@ class EngineTrial:
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.rounds < 1 or self.batch < 1 or self.length < 2:
             raise ValueError(f"engine trial: seconds > 0, rounds >= 1, batch >= 1, length >= 2 (got {self})")
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """The (batch, length) of each trial batch: the mix, scaled to `batch` x `length`, distinct, in mix order."""
+        scaled = [(max(1, round(b * self.batch)), max(2, round(n * self.length))) for b, n in _MIX]
+        return list(dict.fromkeys(scaled))
 
 
 @dataclass
@@ -72,31 +89,43 @@ def candidates(
     return out
 
 
-def trial_feed(input_dims: dict[str, int], trial: EngineTrial, vocab_size: int, seed: int = 0) -> dict:
-    """A synthetic batch: `batch` rows of `length` tokens (multiple choice: 4 choices), every token attended."""
+def trial_feed(
+    input_dims: dict[str, int], trial: EngineTrial, vocab_size: int, seed: int = 0, shape: tuple[int, int] | None = None
+) -> dict:
+    """A synthetic batch of `shape` (default: `batch` rows of `length` tokens; multiple choice: 4 choices per row),
+    every token attended."""
     rng = np.random.default_rng(seed)
-    shape = (trial.batch, trial.length) if input_dims["input_ids"] == 2 else (trial.batch, 4, trial.length)
-    ids = rng.integers(min(1000, vocab_size - 1), vocab_size, shape).astype(np.int64)
-    feed = {"input_ids": ids, "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
+    batch, length = shape or (trial.batch, trial.length)
+    dims = (batch, length) if input_dims["input_ids"] == 2 else (batch, 4, length)
+    ids = rng.integers(min(1000, vocab_size - 1), vocab_size, dims).astype(np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones(dims, np.int64), "token_type_ids": np.zeros(dims, np.int64)}
     return {k: v for k, v in feed.items() if k in input_dims}
 
 
-def choose(folder: Path, specs: list[EngineSpec], feed: dict, trial: EngineTrial, batched: bool) -> EngineChoice:
-    """The fastest of `specs` on `feed` (graphs inside `folder`); a single candidate is taken without measuring."""
+def trial_feeds(input_dims: dict[str, int], trial: EngineTrial, vocab_size: int, seed: int = 0) -> list[dict]:
+    """One synthetic batch per shape of `trial.shapes()`."""
+    return [trial_feed(input_dims, trial, vocab_size, seed + i, shape) for i, shape in enumerate(trial.shapes())]
+
+
+def choose(folder: Path, specs: list[EngineSpec], feeds: list[dict], trial: EngineTrial, batched: bool) -> EngineChoice:
+    """The fastest of `specs` over `feeds` (graphs inside `folder`), rows per second with every feed run in turn; a
+    single candidate is taken without measuring."""
     if len(specs) == 1:
         return EngineChoice(specs[0], reason="the only candidate")
     engines = [(spec, open_engine(folder, spec)) for spec in specs]
     rounds: dict[str, list[float]] = {spec.label: [] for spec in specs}
     for _, engine in engines:
-        run_split(engine, feed, batched)  # warm-up: first-call allocations and lazy compilation
-    rows = next(iter(feed.values())).shape[0]
+        for feed in feeds:  # warm-up: first-call allocations, and OpenVINO's kernels for each new shape
+            run_split(engine, feed, batched)
+    sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
     for _ in range(trial.rounds):
         for spec, engine in engines:
-            calls, started = 0, time.perf_counter()
+            done, started = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - started) < trial.seconds:
-                run_split(engine, feed, batched)
-                calls += 1
-            rounds[spec.label].append(calls * rows / elapsed)
+                for feed, rows in zip(feeds, sizes, strict=True):
+                    run_split(engine, feed, batched)
+                    done += rows
+            rounds[spec.label].append(done / elapsed)
     measured = [
         {
             "label": s.label,
@@ -106,4 +135,5 @@ def choose(folder: Path, specs: list[EngineSpec], feed: dict, trial: EngineTrial
         for s in specs
     ]
     best = max(range(len(specs)), key=lambda i: measured[i]["seq_per_s"])
-    return EngineChoice(specs[best], measured, reason=f"fastest of {len(specs)} measured on this CPU")
+    how = f"{len(feeds)} batches of up to {max(sizes)} rows"
+    return EngineChoice(specs[best], measured, reason=f"fastest of {len(specs)} measured on this CPU ({how})")

@@ -2,13 +2,15 @@
 
 (a) `HfEager`: what a user would pick instead - Hugging Face transformers on PyTorch eager FP32.
     fill_mask: `transformers.pipeline("fill-mask")` (top 5 per mask, each with its decoded sequence).
+    text_classification: `transformers.pipeline("text-classification")`, the best label per text.
     question_answering: transformers 5 removed the question-answering pipeline, so this is
     `MobileBertForQuestionAnswering` + the fast tokenizer + the pipeline's span decoding (softmax over the context
     tokens and [CLS], best p_start * p_end with end >= start and at most 15 tokens; character offsets). Best answer
     only (the pipeline's default top_k=1).
 (b) `OrtInt8`: the ceiling for serving - onnxruntime in-process on the INT8-dynamic graph the server runs, our
     tokenizer (MobileBertTokenizer, padding to the longest row of each batch) and the server's post-processing
-    decoding itself (deploy/python_models: mask_filling for fill_mask, top 5 per mask; span_decoding for QA).
+    decoding itself (deploy/python_models: mask_filling for fill_mask, top 5 per mask; span_decoding for QA;
+    probabilities for text classification, the best label).
 
 Both take a batch of rows (perf.inputs) and return one result per row. `measure_round` runs a candidate over the rows
 in batches for a given time and reports sequences/s; `warm_up` runs it once over every distinct batch first.
@@ -17,6 +19,7 @@ in batches for a given time and reports sequences/s; `warm_up` runs it once over
 from __future__ import annotations
 
 import itertools
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import numpy as np
 
 from client.tasks import NO_ANSWER
 from deploy.python_models.mask_filling import fill_mask_row
+from deploy.python_models.probabilities import labels, sigmoid, softmax
 from deploy.python_models.span_decoding import best_spans
 
 from .batch_timing import batches_of, time_batches
@@ -41,6 +45,14 @@ def best_span(
     """The best span of one row (context: bool mask of context tokens), decoded as the server decodes it."""
     spans = best_spans(start_logits, end_logits, context, offsets, text, top_k=1, max_answer_len=MAX_ANSWER_LEN)
     return spans[0] if spans else dict(NO_ANSWER)
+
+
+def best_label(logits: np.ndarray, names: list[str]) -> list[dict]:
+    """The best label of one row, as the server's text_classification returns it with top_k=1 (softmax; a single
+    logit: sigmoid)."""
+    scores = sigmoid(logits) if len(names) == 1 else softmax(logits)
+    best = int(np.argmax(scores))
+    return [{"label": names[best], "score": float(scores[best])}]
 
 
 class HfEager:
@@ -60,6 +72,11 @@ class HfEager:
         if task == "fill_mask":
             self.pipe = transformers.pipeline("fill-mask", model=checkpoint, tokenizer=checkpoint, device="cpu")
             self.how = "transformers.pipeline('fill-mask'), top_k=5"
+        elif task == "text_classification":
+            self.pipe = transformers.pipeline(
+                "text-classification", model=checkpoint, tokenizer=checkpoint, device="cpu"
+            )
+            self.how = "transformers.pipeline('text-classification'), top_k=1"
         elif task == "question_answering":
             self.model = transformers.MobileBertForQuestionAnswering.from_pretrained(checkpoint).eval()
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
@@ -74,6 +91,8 @@ class HfEager:
         if self.task == "fill_mask":
             out = self.pipe([r["TEXT"] for r in rows], batch_size=len(rows), top_k=TOP_K)
             return out if len(rows) > 1 else [out]
+        if self.task == "text_classification":
+            return self.pipe([r["TEXT"] for r in rows], batch_size=len(rows), top_k=1)
         questions, contexts = [r["QUESTION"] for r in rows], [r["CONTEXT"] for r in rows]
         enc = self.tokenizer(
             questions,
@@ -104,7 +123,7 @@ class OrtInt8:
         from export.pipeline import session
         from model_def import MobileBertTokenizer
 
-        if task not in ("fill_mask", "question_answering"):
+        if task not in ("fill_mask", "question_answering", "text_classification"):
             raise ValueError(f"no in-process onnxruntime baseline for task {task!r}")
         if sessions < 1 or threads % sessions:
             raise ValueError(f"{threads} threads do not split over {sessions} sessions")
@@ -119,6 +138,8 @@ class OrtInt8:
         self.tokenizers = [MobileBertTokenizer.from_pretrained(checkpoint) for _ in range(sessions)]
         self.decoder = self.tokenizers[0].backend  # tokenizers.Tokenizer, as the post-processing model uses
         self.mask_id = self.tokenizers[0].mask_token_id
+        config = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+        self.labels = labels(config.get("id2label"))  # as the classification post model reads them
         self.how = f"{Path(graph).name}, MobileBertTokenizer (dynamic padding per batch), server decoding"
 
     def __call__(self, rows: list[Row]) -> list[Any]:
@@ -139,6 +160,10 @@ class OrtInt8:
                 None, {n: enc[n].astype(np.int64) for n in self.input_names}
             )
             return [self._fill_mask_row(enc, r, positions, valid, top_ids, top_probs) for r in range(len(rows))]
+        if self.task == "text_classification":
+            enc = tokenizer([r["TEXT"] for r in rows], padding=True, truncation=True, return_tensors="np")
+            (logits,) = sess.run(None, {n: enc[n].astype(np.int64) for n in self.input_names})
+            return [best_label(row, self.labels) for row in logits]
         contexts = [r["CONTEXT"] for r in rows]
         enc = tokenizer(
             [r["QUESTION"] for r in rows],

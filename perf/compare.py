@@ -43,7 +43,7 @@ from .peer_env import DEFAULT_ROOT, PeerEnvError
 from .peers import NAMES, PeerError, PeerJob, PeerProcess, PeerSettings, interpreters
 from .serving import build_record, onnx_runner_settings, server_for
 
-TASKS = ("fill_mask", "question_answering")
+TASKS = ("fill_mask", "question_answering", "text_classification")
 # candidate key of each peer; "pytorch" is the peer worker's self-check (tests), not a peer
 PEER_KEYS = {"optimum": "d", "openvino": "e", "pytorch": "p"}
 

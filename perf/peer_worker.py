@@ -25,9 +25,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "python_models"))
 from batch_timing import batches_of, time_batches  # this file's folder (sys.path[0]): stdlib only
+from probabilities import labels as label_names  # plain numpy too: the classification post model's scores
+from probabilities import sigmoid, softmax
 from span_decoding import best_spans  # plain numpy, shared with the server's post-processing
 
 TOP_K = 5
+# The transformers head of each task (AutoModelFor<head>, ORTModelFor<head>, OVModelFor<head>)
+HEADS = {
+    "fill_mask": "MaskedLM",
+    "question_answering": "QuestionAnswering",
+    "text_classification": "SequenceClassification",
+}
 MAX_ANSWER_LEN = 15
 NO_ANSWER = {"answer": "", "score": 0.0, "start": 0, "end": 0}
 CALIBRATION_SAMPLES = 64  # NNCF's static INT8: rows of the project's corpus text run through the model
@@ -35,12 +43,14 @@ CALIBRATION_SAMPLES = 64  # NNCF's static INT8: rows of the project's corpus tex
 
 def _classes(task: str, peer: str):
     if peer == "optimum":
-        from optimum.onnxruntime import ORTModelForMaskedLM, ORTModelForQuestionAnswering
+        import optimum.onnxruntime as library
 
-        return {"fill_mask": ORTModelForMaskedLM, "question_answering": ORTModelForQuestionAnswering}[task]
-    from optimum.intel import OVModelForMaskedLM, OVModelForQuestionAnswering
+        prefix = "ORTModelFor"
+    else:
+        import optimum.intel as library
 
-    return {"fill_mask": OVModelForMaskedLM, "question_answering": OVModelForQuestionAnswering}[task]
+        prefix = "OVModelFor"
+    return getattr(library, prefix + HEADS[task])
 
 
 class Encoder:
@@ -51,10 +61,14 @@ class Encoder:
 
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.task = task
+        config = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+        self.labels = label_names(config.get("id2label"))
 
     def __call__(self, rows: list[dict]) -> dict:
         if self.task == "fill_mask":
             return dict(self.tokenizer([r["TEXT"] for r in rows], padding=True, return_tensors="np"))
+        if self.task == "text_classification":  # the pipeline truncates to the model's length
+            return dict(self.tokenizer([r["TEXT"] for r in rows], padding=True, truncation=True, return_tensors="np"))
         enc = self.tokenizer(
             [r["QUESTION"] for r in rows],
             [r["CONTEXT"] for r in rows],
@@ -74,14 +88,20 @@ def model_inputs(enc: dict, names: list[str]) -> dict:
 
 
 def logits_of(task: str, output) -> list[np.ndarray]:
-    """fill-mask: [logits]; QA: [start_logits, end_logits]; numpy whatever the peer returned."""
-    fields = ["logits"] if task == "fill_mask" else ["start_logits", "end_logits"]
+    """fill-mask and classification: [logits]; QA: [start_logits, end_logits]; numpy whatever the peer returned."""
+    fields = ["start_logits", "end_logits"] if task == "question_answering" else ["logits"]
     return [np.asarray(getattr(output, f) if hasattr(output, f) else output[f], dtype=np.float32) for f in fields]
 
 
-def decode(task: str, rows: list[dict], enc: dict, logits: list[np.ndarray], tokenizer) -> list:
+def decode(task: str, rows: list[dict], enc: dict, logits: list[np.ndarray], tokenizer, labels: list[str]) -> list:
     if task == "fill_mask":
         return [_fill_mask_row(enc, logits[0], i, tokenizer) for i in range(len(rows))]
+    if task == "text_classification":  # the best label (softmax; one logit: sigmoid), as the server returns it
+        out = []
+        for row in logits[0]:
+            p = sigmoid(row) if len(labels) == 1 else softmax(row)
+            out.append([{"label": labels[int(np.argmax(p))], "score": float(p.max())}])
+        return out
     out = []
     for i, row in enumerate(rows):
         spans = best_spans(
@@ -235,11 +255,8 @@ def _reference_model(job: dict):
     import transformers
 
     torch.set_num_threads(job["threads"])
-    auto = {
-        "fill_mask": transformers.AutoModelForMaskedLM,
-        "question_answering": transformers.AutoModelForQuestionAnswering,
-    }
-    return auto[job["task"]].from_pretrained(job["checkpoint"]).eval()
+    auto = getattr(transformers, "AutoModelFor" + HEADS[job["task"]])
+    return auto.from_pretrained(job["checkpoint"]).eval()
 
 
 def fidelity(
@@ -247,7 +264,7 @@ def fidelity(
 ) -> dict:
     """Cosine of the logits and top-1 agreement against PyTorch FP32, over the positions that are decoded:
     fill-mask the [MASK] positions (a vocabulary-sized vector each), QA the real tokens of each row (start and end
-    logits; top-1 = the same argmax start and argmax end)."""
+    logits; top-1 = the same argmax start and argmax end), classification each row's label logits."""
     cosines, agree, total = [], 0, 0
     for enc, x, y in zip(encs, ours, ref, strict=True):
         for i in range(enc["input_ids"].shape[0]):
@@ -256,6 +273,10 @@ def fidelity(
                     cosines.append(_cosine(x[0][i, pos], y[0][i, pos]))
                     agree += int(np.argmax(x[0][i, pos]) == np.argmax(y[0][i, pos]))
                     total += 1
+            elif task == "text_classification":
+                cosines.append(_cosine(x[0][i], y[0][i]))
+                agree += int(np.argmax(x[0][i]) == np.argmax(y[0][i]))
+                total += 1
             else:
                 real = enc["attention_mask"][i] > 0
                 pairs = [(a[i][real], b[i][real]) for a, b in zip(x, y, strict=True)]
@@ -285,7 +306,7 @@ class Runner:
     def __call__(self, rows: list[dict]) -> list:
         enc = self.encoder(rows)
         logits = logits_of(self.task, self.variant.run(enc))
-        return decode(self.task, rows, enc, logits, self.encoder.tokenizer)
+        return decode(self.task, rows, enc, logits, self.encoder.tokenizer, self.encoder.labels)
 
     def measure(self, rows: list[dict], batch: int, seconds: float) -> dict:
         return time_batches(self, self.variant.name, rows, batch, seconds)

@@ -94,6 +94,8 @@ def _check_sample(job: PeerJob, variant: dict) -> None:
     for result in sample:
         if job.task == "fill_mask":
             ok = isinstance(result, list) and result and {"score", "token", "token_str"} <= set(result[0])
+        elif job.task == "text_classification":
+            ok = isinstance(result, list) and len(result) == 1 and {"label", "score"} <= set(result[0])
         else:
             ok = isinstance(result, dict) and {"answer", "score", "start", "end"} <= set(result)
         if not ok:

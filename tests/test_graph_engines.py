@@ -17,7 +17,7 @@ from conftest import FAST
 from client import MobileBertClient
 from deploy.build import BuildSettings, build_repository
 from deploy.cpu_check import graphs_not_validated_here
-from deploy.engine_choice import EngineTrial, candidates, choose, trial_feed
+from deploy.engine_choice import EngineTrial, candidates, choose, trial_feed, trial_feeds
 from deploy.model_configs import CpuSettings, parse_config
 from deploy.server import start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
@@ -61,6 +61,18 @@ def test_trial_feed_matches_each_graph_rank_and_stays_inside_the_vocabulary():
     assert plain["input_ids"].shape == (3, 16) and plain["input_ids"].max() < 1200
     choices = trial_feed({"input_ids": 3, "attention_mask": 3}, trial, vocab_size=1200)
     assert choices["input_ids"].shape == (3, 4, 16) and set(choices) == {"input_ids", "attention_mask"}
+
+
+def test_trial_batches_mix_sizes_and_lengths_as_the_batcher_and_the_padding_trim_hand_them_over():
+    trial = EngineTrial(batch=8, length=128)
+    shapes = trial.shapes()
+    assert shapes[0] == (8, 128) and len(shapes) == len(set(shapes)) == 12
+    assert {b for b, _ in shapes} == set(range(1, 9)) and {n for _, n in shapes} == {64, 96, 128}
+    feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, vocab_size=1200)
+    assert [f["input_ids"].shape for f in feeds] == shapes
+    assert not np.array_equal(feeds[0]["input_ids"][:1, :64], feeds[-1]["input_ids"][:1, :64])  # distinct tokens
+    tiny = EngineTrial(batch=1, length=4).shapes()  # never a batch of 0 rows or a length under 2
+    assert tiny == [(1, 4), (1, 3), (1, 2)]
 
 
 # -- functional tier: real graphs, a real server -------------------------------------------------------------------
@@ -147,11 +159,13 @@ def test_auto_choice_measures_every_validated_candidate_and_takes_the_fastest(ex
     assert {f"openvino fp32 {p} 2x1" for p in openvino_precisions()} <= set(labels)
     assert candidates(manifests, "int8-dynamic", "onnxruntime", threads=1, streams=2) == specs[:1]
     folder = graph_paths(out, "text_classification", "fp32")[0].parent
-    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=4, length=32), 1000)
-    choice = choose(folder, specs, feed, EngineTrial(seconds=0.2, rounds=2, batch=4, length=32), batched=True)
+    trial = EngineTrial(seconds=0.2, rounds=2, batch=4, length=32)
+    feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, 1000)
+    choice = choose(folder, specs, feeds, trial, batched=True)
     assert [m["label"] for m in choice.measured] == labels and all(len(m["rounds"]) == 2 for m in choice.measured)
     best = max(choice.measured, key=lambda m: m["seq_per_s"])
     assert choice.spec.label == best["label"] and choice.to_dict()["chosen"] == best["label"]
+    assert f"{len(feeds)} batches of up to 4 rows" in choice.reason
     # an engine validated on another CPU only is no candidate here
     for manifest in manifests.values():
         for figures in manifest.engines.values():

@@ -11,18 +11,20 @@ Three tiers:
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from export.heads import CHECKPOINT_KIND_FOR_TASK
+from perf.compare import TASKS as COMPARE_TASKS
 from perf.compare import CompareSettings, combine
 from perf.peer_env import REQUIREMENTS_DIR, PeerEnv, cache_key, ensure, requirement_lines
 from perf.peers import PeerError, PeerJob, PeerProcess, parse_measurement, parse_ready
 from perf.report import COMPARISON_COLUMNS, comparison_rows, markdown
 
-TASKS = ("fill_mask", "question_answering")
+TASKS = COMPARE_TASKS  # fill_mask, question_answering, text_classification
 
 
 # ---- unit: venv cache key and pins -------------------------------------------------------------------------------
@@ -87,6 +89,8 @@ def _ready(task: str = "question_answering", **fidelity) -> dict:
     sample = [{"answer": "Paris", "score": 0.5, "start": 0, "end": 5}] if task == "question_answering" else [[]]
     if task == "fill_mask":
         sample = [[{"score": 0.2, "token": 7, "token_str": "x"}]]
+    if task == "text_classification":
+        sample = [[{"label": "POSITIVE", "score": 0.7}]]
     return {
         "event": "ready",
         "peer": "openvino",
@@ -125,6 +129,10 @@ def test_parse_ready_rejects_errors_other_tasks_and_wrongly_shaped_results():
     qa_answer_for_fill_mask["task"] = "fill_mask"
     with pytest.raises(PeerError, match="wrong shape"):
         parse_ready(qa_answer_for_fill_mask, _job("fill_mask"))
+    two_labels = _ready("text_classification")
+    two_labels["variants"][0]["sample"] = [[{"label": "A", "score": 0.6}, {"label": "B", "score": 0.4}]]
+    with pytest.raises(PeerError, match="wrong shape"):  # the server's classify returns the best label only
+        parse_ready(two_labels, _job("text_classification"))
     twice = _ready()
     twice["variants"] *= 2
     with pytest.raises(PeerError, match="two with one name"):
@@ -244,6 +252,10 @@ def test_worker_self_check_matches_pytorch_exactly_and_measures_over_its_protoco
         if task == "question_answering":
             for row, answer in zip(proc.job.rows, variant["sample"], strict=False):
                 assert row["CONTEXT"][answer["start"] : answer["end"]] == answer["answer"]
+        elif task == "text_classification":
+            names = json.loads((proc.job.checkpoint / "config.json").read_text())["id2label"].values()
+            for result in variant["sample"]:
+                assert len(result) == 1 and result[0]["label"] in names and 0 < result[0]["score"] <= 1
         else:
             assert len(variant["sample"][0]) == 5 and all("[MASK]" not in c["token_str"] for c in variant["sample"][0])
         proc.warm_up(variant["name"], 2)

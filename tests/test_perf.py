@@ -15,6 +15,7 @@ from deploy.model_configs import parse_config
 from perf import environment
 from perf.__main__ import main as perf_main
 from perf.analyzer import AnalyzerSettings, run_analyzer
+from perf.compare import TASKS as COMPARE_TASKS
 from perf.compare import CompareSettings, prepare, run_comparison
 from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
 from perf.load import LoadSettings, run_load
@@ -28,6 +29,7 @@ from perf.tune import markdown as tune_markdown
 pytestmark = pytest.mark.functional
 
 TASKS = ("fill_mask", "question_answering")
+COMPARED = COMPARE_TASKS  # the comparison also covers text classification
 MODELS = {
     "fill_mask": ("tokenizer", "fill_mask_onnx", "fill_mask_post", "fill_mask"),
     "question_answering": ("tokenizer", "question_answering_onnx", "question_answering_post", "question_answering"),
@@ -166,7 +168,8 @@ def test_async_client_load_has_zero_failures_and_matching_server_counts(load_poi
 
 
 def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
-    for task in TASKS:
+    assert set(comparison["tasks"]) == set(COMPARED) == {"fill_mask", "question_answering", "text_classification"}
+    for task in COMPARED:
         t = comparison["tasks"][task]
         a, b, c, bulk = (t[k]["best"]["seq_per_s"] for k in ("a", "b", "c", "c_bulk"))
         assert a > 0 and b > 0 and c > 0 and bulk > 0
@@ -199,6 +202,13 @@ def test_in_process_results_have_the_shape_of_the_served_results(built_repositor
                 served = bert.fill_mask([r["TEXT"] for r in p["rows"][:2]], top_k=5)
                 assert [len(x) for x in ours] == [len(x) for x in served] == [5, 5]
                 assert set(ours[0][0]) == set(served[0][0]) == {"score", "token", "token_str", "sequence"}
+            elif task == "text_classification":
+                served = bert.classify([r["TEXT"] for r in p["rows"][:2]])
+                assert [len(x) for x in ours] == [len(x) for x in served] == [1, 1]
+                assert set(ours[0][0]) == set(served[0][0]) == {"label", "score"}
+                # the same graph, tokenizer and decoding: the same label (scores within INT8's batch company)
+                assert [x[0]["label"] for x in ours] == [x[0]["label"] for x in served]
+                assert [x[0]["score"] for x in ours] == pytest.approx([x[0]["score"] for x in served], abs=0.02)
             else:
                 served = bert.answer([r["QUESTION"] for r in p["rows"][:2]], [r["CONTEXT"] for r in p["rows"][:2]])
                 assert set(ours[0]) == set(served[0]) == {"answer", "score", "start", "end"}
@@ -211,7 +221,9 @@ def test_in_process_results_have_the_shape_of_the_served_results(built_repositor
             # one: compare scores, and check every answer is its row's own)
             assert len(one) == len(two) == 3
             for row, x, y in zip(p["rows"][:3], one, two, strict=True):
-                if task == "fill_mask":
+                if task == "text_classification":
+                    assert x[0]["score"] == pytest.approx(y[0]["score"], rel=0.05)
+                elif task == "fill_mask":
                     assert [c["score"] for c in x] == pytest.approx([c["score"] for c in y], rel=0.05)
                 else:
                     assert x["score"] == pytest.approx(y["score"], rel=0.05)
@@ -304,9 +316,9 @@ def test_report_tables_show_the_figures_of_the_results_they_were_made_from(repor
     comparison = results["comparison"]["tasks"]
     # The (c) runs of the comparison are async client points too: they follow the load points.
     client_points = results["load"] + [
-        run for task in TASKS for key in ("c", "c_bulk") for run in comparison[task][key]["runs"]
+        run for task in COMPARED for key in ("c", "c_bulk") for run in comparison[task][key]["runs"]
     ]
-    assert len(client_points) == len(results["load"]) + 4
+    assert len(client_points) == len(results["load"]) + 2 * len(COMPARED)
 
     with files["points_csv"].open() as f:
         rows = list(csv.DictReader(f))
@@ -329,7 +341,7 @@ def test_report_tables_show_the_figures_of_the_results_they_were_made_from(repor
         "c": "(c) Triton",
         "c_bulk": "(c bulk) Triton",
     }
-    expected = [(task, key) for task in TASKS for key in candidates]
+    expected = [(task, key) for task in COMPARED for key in candidates]
     with files["comparison_csv"].open() as f:
         comparison_csv = list(csv.DictReader(f))
     assert list(comparison_csv[0]) == list(COMPARISON_COLUMNS)
@@ -342,7 +354,7 @@ def test_report_tables_show_the_figures_of_the_results_they_were_made_from(repor
     assert lines[lines.index("```bash") + 1] == "pytest tests/test_perf.py"  # the command the results came from
     tables = _markdown_tables(md)
     table = _table(tables, "Comparison at sequence length ~128")
-    assert len(table) == len(expected) == 8
+    assert len(table) == len(expected) == 12
     for row, (task, key) in zip(table, expected, strict=True):
         figures, ratios = comparison[task], comparison[task]["ratios"]
         best = figures[key]["best"]
@@ -370,7 +382,7 @@ def test_report_tables_show_the_figures_of_the_results_they_were_made_from(repor
     assert len(client_table) == len(client_points)
     for row, point in zip(client_table, client_points, strict=True):
         _assert_point_row(row, point)
-    assert [r["profile"] for r in client_table] == ["corpus"] * len(results["load"]) + ["seq128"] * 4
+    assert [r["profile"] for r in client_table] == ["corpus"] * len(results["load"]) + ["seq128"] * 2 * len(COMPARED)
 
     # memory: a row per model (its stubs summed, with their count) and the totals, as in memory.csv
     memory = results["memory"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from graph_engines import EngineSpec, open_engine, run_split
+from graph_engines import LENGTH_STEP, EngineSpec, open_engine, run_split
 
 
 class TritonPythonModel:
@@ -121,7 +121,9 @@ class TritonPythonModel:
         if self.trim_padding and length:
             columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
             # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
-            used = min(length, int(columns[-1]) + 2 if columns.size else 1)
+            used = int(columns[-1]) + 2 if columns.size else 1
+            step = LENGTH_STEP[self.spec.engine]  # OpenVINO: few distinct shapes (see graph_engines)
+            used = min(length, -(-used // step) * step)
         trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
         outputs = run_split(self.engine, trimmed, self.batched)
         if used == length:
