@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cluster":
         return _cluster(args, argv)
-    tasks = args.task or list(TASKS)
+    tasks = args.task or list(LOAD_TASKS if args.command == "memory" else TASKS)
     out = _out(args)
     try:
         meta = _meta(args, argv, tasks)

@@ -18,7 +18,7 @@ from perf.analyzer import AnalyzerSettings, run_analyzer
 from perf.compare import TASKS as COMPARE_TASKS
 from perf.compare import CompareSettings, prepare, run_comparison
 from perf.inputs import MASK, corpus_rows, seq128_rows, token_lengths, write_analyzer_data
-from perf.load import LoadSettings, run_load
+from perf.load import LOAD_TASKS, LoadSettings, run_load
 from perf.memory import by_model, server_memory, summary
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
 from perf.serving import onnx_runner_settings
@@ -411,6 +411,25 @@ def test_sweep_refuses_an_unbuilt_repository_with_the_build_command(tmp_path, ca
     assert perf_main(["sweep", "--repository", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "not a built model repository" in err and "python -m deploy build" in err
+
+
+def test_perf_memory_serves_the_whole_repository_loads_every_task_and_reports_every_process(built_repository, tmp_path):
+    repository, record = built_repository
+    out = tmp_path / "memory"
+    argv = ["memory", "--repository", str(repository), "--seconds", "1", "--concurrency", "2", "--out", str(out)]
+    assert perf_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    # every task a client call serves took load (not only the comparison's three), none failed
+    assert set(results["memory_load"]["tasks"]) == set(LOAD_TASKS) & set(record["tasks"])
+    assert all(t["calls"] > 0 and t["failed"] == 0 for t in results["memory_load"]["tasks"].values())
+    names = {p["name"] for p in results["memory"]["processes"]}
+    served = {m for m in record["models"] if parse_config(repository / m / "config.pbtxt").platform != "ensemble"}
+    assert names == {"tritonserver"} | served
+    assert results["memory"]["rss_total_mb"] > results["memory"]["pss_total_mb"] > 0
+    md = (out / "results.md").read_text()
+    assert f"**{results['memory']['rss_total_mb']:.1f}**" in md and "Read after 1 s of load at concurrency 2" in md
+    with (out / "memory.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == results["memory"]["process_count"]
 
 
 def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repository, tmp_path):
