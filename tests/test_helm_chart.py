@@ -3,9 +3,11 @@ with the code (deploy serve's options and endpoints, the project version, the au
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from deploy.manifests import (
     validate,
     value_sets,
 )
-from deploy.server import LIVE_PATH, READY_PATH, free_port
+from deploy.server import GRPC_ADMIN_HEADER, LIVE_PATH, READY_PATH, free_port, start_on_free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -110,10 +112,13 @@ def test_cpu_container_args_are_deploy_serve_options_listening_on_all_addresses(
 @pytest.mark.parametrize("values", ["default", "gpu-values"])
 def test_probes_use_the_servers_health_paths_on_the_http_port(rendered, values):
     container = _container(rendered[values])
-    probes = {k: container[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
-    assert probes["startupProbe"]["path"] == probes["readinessProbe"]["path"] == READY_PATH
+    probes = {k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe")}
+    assert probes["startupProbe"]["path"] == READY_PATH
     assert probes["livenessProbe"]["path"] == LIVE_PATH
     assert {p["port"] for p in probes.values()} == {"http"}
+    # readiness: an exec probe on the same port and the mounted repository (every model of build.json READY)
+    command = container["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["python3", "-c"] and command[3:] == [str(_port(container, "http")), "/models"]
     # The startup probe allows as long as deploy serve waits for READY (a 15 s model load is well inside).
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= VALUES["server"]["readyTimeoutSeconds"]
@@ -157,10 +162,43 @@ def test_probe_paths_answer_on_a_real_deploy_serve_started_with_the_charts_args(
         assert series == {"nv_inference_queue_duration_us", "nv_inference_request_success"}
         for name in series:
             assert re.search(rf"^{name}{{.*model=\"echo\".*}} \d+", metrics, re.M), f"Triton does not export {name}"
+
+        # the readiness probe's command, as the kubelet runs it (the chart's port and repository swapped for these)
+        assert subprocess.run(_readiness_probe(rendered, ports["http"], repo), timeout=30).returncode == 0
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def _readiness_probe(rendered, http_port: int, repository: Path) -> list[str]:
+    """The chart's readiness command with this interpreter, port and repository (it checks build.json's models)."""
+    command = _container(rendered["default"])["readinessProbe"]["exec"]["command"]
+    if not (repository / "build.json").exists():
+        (repository / "build.json").write_text(json.dumps({"models": sorted(p.name for p in repository.iterdir())}))
+    return [sys.executable, command[1], command[2], str(http_port), str(repository)]
+
+
+def test_readiness_probe_fails_when_a_model_is_unloaded_although_the_server_still_says_ready(rendered, tmp_path):
+    from test_server import _model
+
+    repo = tmp_path / "repo"
+    for name in ("echo", "echo2"):
+        _model(repo, name)
+    with start_on_free_ports(repo, models=["echo", "echo2"], log_file=tmp_path / "server.log") as server:
+        probe = _readiness_probe(rendered, server.config.http_port, repo)
+        assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        client.unload_model("echo2", headers={GRPC_ADMIN_HEADER: server.admin_key})
+        # Triton's strict readiness counts loaded models only: the server is unready while the model unloads (~1.5 s
+        # here) and ready again once it is gone; the probe must stay failed
+        deadline = time.monotonic() + 30
+        while not client.is_server_ready():
+            assert time.monotonic() < deadline, "the server never became ready again after the unload"
+            time.sleep(0.2)
+        assert not client.is_model_ready("echo2")
+        failed = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        assert failed.returncode != 0 and "/v2/models/echo2/ready" in failed.stderr, failed.stderr
 
 
 def test_image_tags_are_the_project_version(rendered):

@@ -87,3 +87,26 @@ tritonserver, with the admin key restricting the same endpoint groups deploy/ser
 - {{ . | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Readiness: the server's /v2/health/ready and every model the repository's build.json lists READY. On Triton 2.51
+strict readiness counts only loaded models, so a model unloaded by a failure or the model-control API leaves
+/v2/health/ready at 200; a pod that cannot serve one of its tasks must leave the Service's endpoints. Python's
+standard library only (both images have python3); a repository without build.json is checked by the server path.
+*/}}
+{{- define "mobilebert-triton.readinessCommand" -}}
+- python3
+- -c
+- |
+  import json, os, sys, urllib.request
+  port, repository = sys.argv[1], sys.argv[2]
+  record = os.path.join(repository, "build.json")
+  models = json.load(open(record))["models"] if os.path.exists(record) else []
+  for path in ["/v2/health/ready"] + ["/v2/models/%s/ready" % m for m in models]:
+      try:
+          urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=2)
+      except Exception as exc:
+          sys.exit("not ready: %s: %s" % (path, exc))
+- {{ .Values.ports.http | quote }}
+- {{ .Values.modelRepository.path | quote }}
+{{- end -}}
