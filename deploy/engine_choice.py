@@ -9,8 +9,8 @@ why it is measured here and not written down once. The choice and the table go i
 
 The batches are a mix of sizes and lengths, as the dynamic batcher and the runner's padding trim hand them over, not
 one full batch: on an AMD EPYC Zen 4 OpenVINO's INT8-QDQ graph at bf16 beat onnxruntime's INT8-dynamic graph by 15%
-on 8 x 128 tokens alone, and lost to it by 12-16% on this mix (OpenVINO is slower per row at small batches), and the
-server built on the single-shape trial was the slower one.
+on 8 x 128 tokens alone (QA, one thread), and lost to it by 4-18% on this mix (OpenVINO is slower per row at small
+batches), and the server built on the single-shape trial was the slower one.
 """
 
 from __future__ import annotations

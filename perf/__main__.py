@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cluster":
         return _cluster(args, argv)
-    tasks = args.task or list(LOAD_TASKS if args.command == "memory" else TASKS)
+    tasks = args.task or list(TASKS)
     out = _out(args)
     try:
+        if args.command == "memory" and not args.task:  # every task of the repository that a client call serves
+            tasks = [t for t in LOAD_TASKS if t in build_record(args.repository)["tasks"]]
         meta = _meta(args, argv, tasks)
         out.mkdir(parents=True, exist_ok=True)
         results: dict = {"meta": meta}

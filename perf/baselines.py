@@ -28,7 +28,7 @@ import numpy as np
 
 from client.tasks import NO_ANSWER
 from deploy.python_models.mask_filling import fill_mask_row
-from deploy.python_models.probabilities import labels, sigmoid, softmax
+from deploy.python_models.probabilities import best_label, labels
 from deploy.python_models.span_decoding import best_spans
 
 from .batch_timing import batches_of, time_batches
@@ -45,14 +45,6 @@ def best_span(
     """The best span of one row (context: bool mask of context tokens), decoded as the server decodes it."""
     spans = best_spans(start_logits, end_logits, context, offsets, text, top_k=1, max_answer_len=MAX_ANSWER_LEN)
     return spans[0] if spans else dict(NO_ANSWER)
-
-
-def best_label(logits: np.ndarray, names: list[str]) -> list[dict]:
-    """The best label of one row, as the server's text_classification returns it with top_k=1 (softmax; a single
-    logit: sigmoid)."""
-    scores = sigmoid(logits) if len(names) == 1 else softmax(logits)
-    best = int(np.argmax(scores))
-    return [{"label": names[best], "score": float(scores[best])}]
 
 
 class HfEager:

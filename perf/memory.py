@@ -105,15 +105,13 @@ def run_memory(repository: Path, tasks: list[str], seconds: float, concurrency: 
     """Serve every model of the built `repository`, load `tasks` (every task with a client call, in turn) for
     `seconds` after a warm-up, and read every server process right after: {"memory": summary(), "tasks": calls and
     failures per task}."""
-    from deploy.build_record import read_build_record
     from deploy.server import start_on_free_ports
 
     from .inputs import make_rows
     from .load import LoadSettings, run_load
+    from .serving import build_record
 
-    record = read_build_record(repository)
-    if record is None:
-        raise ValueError(f"{repository} is not a built model repository (no build.json): make build")
+    record = build_record(repository)  # RepositoryNotBuilt says how to build one
     with start_on_free_ports(repository, models=record["models"], log_file=log_file) as server:
         settings = LoadSettings(
             tasks=tuple(tasks), url=server.grpc_url, concurrency=concurrency, seconds=seconds, warmup_s=1.0

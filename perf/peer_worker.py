@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "python_models"))
 from batch_timing import batches_of, time_batches  # this file's folder (sys.path[0]): stdlib only
-from probabilities import labels as label_names  # plain numpy too: the classification post model's scores
-from probabilities import sigmoid, softmax
+from probabilities import best_label  # plain numpy too: the classification post model's scores
+from probabilities import labels as label_names
 from span_decoding import best_spans  # plain numpy, shared with the server's post-processing
 
 TOP_K = 5
@@ -97,11 +97,7 @@ def decode(task: str, rows: list[dict], enc: dict, logits: list[np.ndarray], tok
     if task == "fill_mask":
         return [_fill_mask_row(enc, logits[0], i, tokenizer) for i in range(len(rows))]
     if task == "text_classification":  # the best label (softmax; one logit: sigmoid), as the server returns it
-        out = []
-        for row in logits[0]:
-            p = sigmoid(row) if len(labels) == 1 else softmax(row)
-            out.append([{"label": labels[int(np.argmax(p))], "score": float(p.max())}])
-        return out
+        return [best_label(row, labels) for row in logits[0]]
     out = []
     for i, row in enumerate(rows):
         spans = best_spans(

@@ -25,6 +25,14 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
+def best_label(logits: np.ndarray, names: list[str]) -> list[dict]:
+    """The best label of one row's logits, as text_classification returns it with top_k=1 (softmax; a single logit:
+    sigmoid): [{label, score}]."""
+    scores = sigmoid(logits) if len(names) == 1 else softmax(logits)
+    best = int(np.argmax(scores))
+    return [{"label": names[best], "score": float(scores[best])}]
+
+
 def labels(id2label: dict | None) -> list[str]:
     """The checkpoint's id2label (keys as strings, as in config.json) as a list; unnamed ids are LABEL_<i>."""
     id2label = {str(k): v for k, v in (id2label or {}).items()}
