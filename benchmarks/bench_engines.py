@@ -57,7 +57,7 @@ def main() -> None:
         # the build's serving-like mix of batch sizes and lengths, and one full batch alone (what in-process
         # benchmarks usually report)
         for mix, feeds in (("mix", trial_feeds(dims, trial, 30522)), ("full", [trial_feed(dims, trial, 30522)])):
-            choice = choose(folder, specs(args.threads), feeds, trial, batched=True)
+            choice = choose(folder, specs(args.threads), feeds, trial)
             base = next(
                 m["seq_per_s"] for m in choice.measured if m["label"].startswith("onnxruntime int8-dynamic 2x1")
             )

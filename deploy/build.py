@@ -210,7 +210,7 @@ def _add_task(
     feeds = trial_feeds(
         {i.name: len(i.dims) + deployment.batched for i in inputs}, settings.engine_trial, limits["vocab_size"]
     )
-    choice = choose(version, specs, feeds, settings.engine_trial, deployment.batched)
+    choice = choose(version, specs, feeds, settings.engine_trial)
     logger.info("%s: served by %s (%s)", task, choice.spec.label, choice.reason)
     cpu_config = onnx_cpu_config(
         name, choice.spec, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common

@@ -8,16 +8,14 @@ Each engine imports its runtime only when asked for: a repository served by onnx
 `EngineSpec` is what the build chose and wrote into the runner's config: the engine, the graph file, the inference
 precision (OpenVINO: "f32" or "bf16"; onnxruntime: what the graph is), the threads per inference and the number of
 parallel inferences (`streams`) one instance runs. Several streams share one copy of the weights (one OpenVINO
-compiled model with several infer requests; one onnxruntime session run from several threads), which is how one
-instance per task replaces two instances' two copies.
+compiled model with one infer request per stream; one onnxruntime session run from several threads at once): the
+runner keeps one batch in flight per stream, which is how one instance per task replaces two instances' two copies.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,16 +92,11 @@ class OrtEngine:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._pool = ThreadPoolExecutor(spec.streams) if spec.streams > 1 else None
 
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feed: dict[str, np.ndarray], stream: int = 0) -> list[np.ndarray]:
+        """One inference; streams 0..streams-1 may run at once, each from its own thread."""
+        _check_stream(self.spec, stream)
         return self.session.run(self.output_names, feed)
-
-    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        """Run several feeds in parallel, one per stream."""
-        if self._pool is None or len(feeds) < 2:
-            return [self.run(f) for f in feeds]
-        return list(self._pool.map(self.run, feeds))
 
 
 class OpenVinoEngine:
@@ -135,37 +128,18 @@ class OpenVinoEngine:
         # copies: the request's output buffers are reused by its next inference
         return [np.array(request.get_output_tensor(i).data) for i in range(len(self.output_names))]
 
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        request = self.requests[0]
+    def run(self, feed: dict[str, np.ndarray], stream: int = 0) -> list[np.ndarray]:
+        """One inference on `stream`'s infer request (infer() releases the GIL); streams 0..streams-1 may run at
+        once, each from its own thread, never two on one stream."""
+        _check_stream(self.spec, stream)
+        request = self.requests[stream]
         request.infer(feed)
         return self._outputs(request)
 
-    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        """Run several feeds in parallel, one per stream (start_async releases the GIL)."""
-        if len(self.requests) < 2 or len(feeds) < 2:
-            return [self.run(f) for f in feeds]
-        results: list[list[np.ndarray]] = [[] for _ in feeds]
-        for start in range(0, len(feeds), len(self.requests)):
-            wave = list(enumerate(feeds[start : start + len(self.requests)], start))
-            for (_, feed), request in zip(wave, self.requests, strict=False):
-                request.start_async(feed)
-            for (index, _), request in zip(wave, self.requests, strict=False):
-                request.wait()
-                results[index] = self._outputs(request)
-        return results
 
-
-def run_split(engine: OrtEngine | OpenVinoEngine, feed: dict[str, np.ndarray], batched: bool = True) -> list:
-    """One batch through `engine`: with several streams its rows are split into that many parts run in parallel
-    (INT8-dynamic activation scales then cover each part: results move within the ~1e-4 batch company moves them)."""
-    rows = next(iter(feed.values())).shape[0] if batched else 1
-    parts = min(engine.spec.streams, rows)
-    if parts < 2:
-        return engine.run(feed)
-    bounds = np.linspace(0, rows, parts + 1).astype(int)
-    feeds = [{n: a[lo:hi] for n, a in feed.items()} for lo, hi in itertools.pairwise(bounds)]
-    results = engine.run_many(feeds)
-    return [np.concatenate(columns) for columns in zip(*results, strict=True)]
+def _check_stream(spec: EngineSpec, stream: int) -> None:
+    if not 0 <= stream < spec.streams:
+        raise ValueError(f"stream {stream} does not exist: this engine runs {spec.streams} stream(s)")
 
 
 def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None) -> str | None:

@@ -3,8 +3,8 @@ and the peers a user would pick instead: (d) Optimum INT8, (e) OpenVINO (perf/pe
 
 Equal work per item: the same ~128-token texts (perf.inputs' seq128 profile, 100..128 tokens with special tokens),
 text in and decoded results out for every candidate, the same thread budget (`threads`: torch's intra-op threads
-for (a), onnxruntime's for (b); for (c) the server's ONNX runner as built: instances x threads), one after the other
-on the same machine, never concurrently. The server runs only during (c): each round starts it after (a) and (b)
+for (a), onnxruntime's for (b); for (c) the server's ONNX runner as built: instances x streams x threads), one after the
+other on the same machine, never concurrently. The server runs only during (c): each round starts it after (a) and (b)
 and stops it before the next round, unless a running server's URL is given (smoke tests), which the results say.
 
 (a) and (b) are measured at each batch size in `hf_batches` / `ort_batches`, the best kept. (c) is the async client's
@@ -61,7 +61,7 @@ class CompareSettings:
     hf_batches: list[int] = field(default_factory=lambda: [1, 8])
     ort_batches: list[int] = field(default_factory=lambda: [1, 8, 16])
     # (b) session layouts: how many sessions split the thread budget. 1 = one session with every thread; the
-    # served layout (instances x threads of the runner) is added when it differs, so (b) is the best of both.
+    # served layout (instances x streams x threads of the runner) is added when it differs, so (b) is the best of both.
     ort_sessions: list[int] = field(default_factory=lambda: [1])
     concurrency: list[int] = field(default_factory=lambda: [4, 8, 16, 32])  # (c): one text per call
     bulk_rows: int | None = 8  # (c) bulk: texts per call; None: not measured
@@ -125,7 +125,7 @@ def _settings_of(settings: CompareSettings, plan: dict, task: str) -> list:
 def _ort_sessions(settings: CompareSettings, plan: dict, task: str) -> list[int]:
     sessions = list(settings.ort_sessions)
     r = plan[task]["runner"]
-    served = int(r.get("instances") or 1)
+    served = int(r.get("instances") or 1) * int(r.get("streams") or 1)  # parallel inferences the runner keeps
     if served * int(r.get("intra_op_threads") or 0) == settings.threads and served not in sessions:
         sessions.append(served)
     return sessions

@@ -51,9 +51,9 @@ class Variant:
 # thing each.
 DEFAULT_VARIANTS: tuple[Variant, ...] = (
     Variant("default"),
-    Variant("1x2", instances=1, threads=2),
-    Variant("3x1", instances=3, threads=1),
-    Variant("1x2streams", instances=1, streams=2, threads=1),
+    Variant("2instances", instances=2, streams=1),
+    Variant("1x2", instances=1, threads=2, streams=1),
+    Variant("3streams", instances=1, streams=3),
     Variant("delay5", max_queue_delay_us=5000),
     Variant("delay0.5", max_queue_delay_us=500),
     Variant("pref8-16", preferred=(8, 16)),

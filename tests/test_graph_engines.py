@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,13 @@ from conftest import FAST
 from client import MobileBertClient
 from deploy.build import BuildSettings, build_repository
 from deploy.cpu_check import graphs_not_validated_here
-from deploy.engine_choice import EngineTrial, candidates, choose, trial_feed, trial_feeds
+from deploy.engine_choice import EngineTrial, candidates, choose, pick, trial_feed, trial_feeds
 from deploy.model_configs import CpuSettings, parse_config
 from deploy.server import start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.cpu import cpu_signature
 from export.engine_validation import openvino_precisions
-from export.graph_engines import OPENVINO_CACHE, EngineSpec, open_engine, openvino_cache_dir, run_split
+from export.graph_engines import OPENVINO_CACHE, EngineSpec, open_engine, openvino_cache_dir
 from export.heads import CHECKPOINT_KIND_FOR_TASK
 from export.pipeline import ExportSettings, Manifest, graph_paths
 
@@ -99,17 +100,44 @@ def test_export_validates_the_fp32_and_qdq_graphs_under_openvino_on_this_cpu(exp
 
 
 @pytest.mark.functional
-def test_engines_split_a_batch_over_streams_with_the_single_stream_results(exported_small):
+def test_two_streams_run_batches_at_once_on_one_engine_with_the_single_stream_results(exported_small):
     out, _ = exported_small
     folder = graph_paths(out, "question_answering", "fp32")[0].parent
-    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=5, length=24), 1000)
+    dims = {"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}
+    feeds = [trial_feed(dims, EngineTrial(batch=b, length=n), 1000, seed=b) for b, n in ((5, 24), (2, 40), (3, 16))]
     for engine in ("onnxruntime", "openvino"):
         precision = "graph" if engine == "onnxruntime" else "f32"
-        one = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=2))
+        one = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=1))
         two = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=1, streams=2))
-        for a, b in zip(one.run(feed), run_split(two, feed), strict=True):
-            assert a.shape == b.shape
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        want = [one.run(feed) for feed in feeds]
+        # each stream from its own thread, as the runner's workers call them, several batches per stream
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda i, engine=two: engine.run(feeds[i % 3], stream=i % 2), range(6)))
+        for index, outputs in enumerate(got):
+            for a, b in zip(want[index % 3], outputs, strict=True):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="stream 2 does not exist: this engine runs 2 stream"):
+            two.run(feeds[0], stream=2)
+
+
+def test_the_fastest_engine_within_the_memory_limit_is_picked_and_the_reason_names_what_was_passed_over():
+    measured = [
+        {"label": "onnxruntime int8-dynamic 2x1", "seq_per_s": 22.6, "memory_mb": 98.0},
+        {"label": "openvino int8-qdq bf16 2x1", "seq_per_s": 26.2, "memory_mb": 610.0},
+        {"label": "openvino fp32 bf16 2x1", "seq_per_s": 20.7, "memory_mb": 180.0},
+    ]
+    assert pick(measured, 1024.0, 1.25) == (1, "")
+    over = "; over the 256 MB engine memory limit, not 1.25x as fast: openvino int8-qdq bf16 2x1"
+    assert pick(measured, 256.0, 1.25) == (0, over)
+    # much faster (bf16 on AMX): memory is not bought at any price, but this is worth it
+    assert pick(measured, 256.0, 1.1) == (1, "; over the 256 MB engine memory limit (610 MB) but 1.16x as fast")
+    # none fits: the fastest still serves, and the reason says so
+    assert pick(measured, 50.0, 1.25) == (1, "; none within the 50 MB engine memory limit")
+    with pytest.raises(ValueError, match="max_engine_mb > 0"):
+        EngineTrial(max_engine_mb=0)
+    with pytest.raises(ValueError, match="over_limit_speedup must be >= 1"):
+        EngineTrial(over_limit_speedup=0.9)
 
 
 def test_openvino_cache_folder_is_per_cpu_kind_and_absent_where_it_cannot_be_created(tmp_path):
@@ -140,7 +168,7 @@ def test_openvino_compiles_once_into_the_cache_and_the_cached_model_computes_the
     stamps = [b.stat().st_mtime_ns for b in blobs]
     second = open_engine(folder, spec)
     assert [b.stat().st_mtime_ns for b in sorted((folder / OPENVINO_CACHE).rglob("*.blob"))] == stamps
-    for a, b in zip(run_split(first, feed), run_split(second, feed), strict=True):
+    for a, b in zip(first.run(feed), second.run(feed), strict=True):
         np.testing.assert_array_equal(a, b)
     uncached = tmp_path / "uncached"
     uncached.mkdir()
@@ -161,9 +189,10 @@ def test_auto_choice_measures_every_validated_candidate_and_takes_the_fastest(ex
     folder = graph_paths(out, "text_classification", "fp32")[0].parent
     trial = EngineTrial(seconds=0.2, rounds=2, batch=4, length=32)
     feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, 1000)
-    choice = choose(folder, specs, feeds, trial, batched=True)
+    choice = choose(folder, specs, feeds, trial)
     assert [m["label"] for m in choice.measured] == labels and all(len(m["rounds"]) == 2 for m in choice.measured)
-    best = max(choice.measured, key=lambda m: m["seq_per_s"])
+    assert all(isinstance(m["memory_mb"], float) for m in choice.measured)  # each engine's own growth, measured
+    best = choice.measured[pick(choice.measured, trial.max_engine_mb, trial.over_limit_speedup)[0]]
     assert choice.spec.label == best["label"] and choice.to_dict()["chosen"] == best["label"]
     assert f"{len(feeds)} batches of up to 4 rows" in choice.reason
     # an engine validated on another CPU only is no candidate here
@@ -217,7 +246,7 @@ def test_an_openvino_repository_records_its_choice_and_serves_like_the_fp32_prof
             assert {c["label"] for c in got} == {c["label"] for c in want}
             scores = {c["label"]: c["score"] for c in want}
             np.testing.assert_allclose([c["score"] for c in got], [scores[c["label"]] for c in got], atol=tol)
-        # per-token outputs: the batch is trimmed to its real length, split over two streams, padded back
+        # per-token outputs: the batch is trimmed to its real length, run on one of two streams, padded back
         tol = 1e-3 if "feature_extraction" in exact else 5e-2
         for got, want in zip(ov.embed(texts, pooling="none"), ref.embed(texts, pooling="none"), strict=True):
             assert got.shape == want.shape

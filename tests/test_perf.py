@@ -181,7 +181,7 @@ def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
         assert t["c"]["best"]["batch"] == 1 and t["c_bulk"]["best"]["batch"] == 4
         assert len(t["a"]["best"]["rounds"]) == len(t["c"]["best"]["rounds"]) == 3
         assert 100 <= t["tokens"]["min"] <= t["tokens"]["max"] <= 128
-        # (b) is the best of one 2-thread session and the served layout (2 runner instances x 1 thread)
+        # (b) is the best of one 2-thread session and the served layout (2 parallel 1-thread inferences)
         assert {r["layout"] for r in t["b"]["runs"]} == {"1 x 2 threads", "2 x 1 thread"}
         assert t["b"]["best"]["seq_per_s"] == max(r["seq_per_s"] for r in t["b"]["runs"])
     assert comparison["server_during_in_process"] is True

@@ -6,15 +6,23 @@ picks them per CPU by measurement (deploy/engine_choice.py); graph_engines.py, s
 Requests the dynamic batcher hands over together are grouped by shape (the tokenizer pads to length buckets, so
 similar texts share a shape) and each group runs as one engine call. A group that fails is retried request by
 request, so one bad request gets its own error and the others their results.
+
+With several streams, one instance keeps one batch in flight per stream on one copy of the weights: execute() hands
+the batch to a stream's thread and returns once a stream is free, and that thread answers through the requests'
+response senders. Triton gives an instance its next batch only when execute() returns, so while every stream is
+busy the dynamic batcher keeps gathering requests; a stream never waits for the other's Python work (feeding,
+padding back, responses) as it would if one batch were split across them.
 """
 
 import json
+import queue
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from graph_engines import LENGTH_STEP, EngineSpec, open_engine, run_split
+from graph_engines import LENGTH_STEP, EngineSpec, open_engine
 
 
 class TritonPythonModel:
@@ -52,22 +60,58 @@ class TritonPythonModel:
                         self.trim_padding = False
                     axes[axis] = size
             self.sequence_axes[name] = axes
+        self._idle_streams = queue.SimpleQueue()
+        for stream in range(self.spec.streams):
+            self._idle_streams.put(stream)
+        self._workers = None
+        if self.spec.streams > 1:
+            self._workers = ThreadPoolExecutor(self.spec.streams, thread_name_prefix="stream")
 
     def execute(self, requests):
-        feeds = []
-        responses = [None] * len(requests)
-        for index, request in enumerate(requests):
+        parsed = []
+        for request in requests:
             try:
-                feeds.append((index, self._feed(request)))
+                parsed.append(self._feed(request))
             except Exception as exc:  # a malformed request fails alone
-                responses[index] = _error(exc, self.spec.engine)
+                parsed.append(exc)
+        if self._workers is None:
+            return self._responses(parsed, stream=0)
+        stream = self._idle_streams.get()  # blocks while every stream runs a batch: the batcher keeps batching
+        senders = [request.get_response_sender() for request in requests]
+        self._workers.submit(self._serve, parsed, senders, stream)
+        return None
+
+    def _serve(self, parsed, senders, stream):
+        """One batch on `stream`'s thread; every request gets exactly one final response, whatever happens."""
+        try:
+            try:
+                responses = self._responses(parsed, stream)
+            except Exception as exc:
+                responses = [_error(exc, self.spec.engine)] * len(senders)
+            for sender, response in zip(senders, responses, strict=True):
+                try:
+                    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                except Exception as exc:  # e.g. the request was cancelled; the others still get theirs
+                    pb_utils.Logger.log_error(f"{self.spec.engine} runner: a response could not be sent: {exc}")
+        finally:
+            self._idle_streams.put(stream)
+
+    def finalize(self):
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)  # batches in flight are answered before the instance goes
+
+    def _responses(self, parsed, stream):
+        responses = [None] * len(parsed)
         groups = {}
-        for index, feed in feeds:
+        for index, feed in enumerate(parsed):
+            if isinstance(feed, Exception):
+                responses[index] = _error(feed, self.spec.engine)
+                continue
             key = tuple((name, array.shape[1:], array.dtype.str) for name, array in feed.items())
             groups.setdefault(key, []).append((index, feed))
         for members in groups.values():
             for chunk in _chunks(members, self.max_batch if self.batched else 1):
-                self._run_group(chunk, responses)
+                self._run_group(chunk, responses, stream)
         return responses
 
     def _feed(self, request):
@@ -89,11 +133,11 @@ class TritonPythonModel:
             raise ValueError(f"sequence length {ids.shape[-1]} exceeds the model's maximum {self.max_length}")
         return feed
 
-    def _run_group(self, members, responses):
+    def _run_group(self, members, responses, stream):
         if len(members) > 1:
             try:
                 merged = {n: np.concatenate([feed[n] for _, feed in members]) for n in self.input_names}
-                outputs = self._run(merged)
+                outputs = self._run(merged, stream)
             except Exception:
                 outputs = None  # retry one by one so only the offending request fails
             if outputs is not None:
@@ -105,11 +149,11 @@ class TritonPythonModel:
                 return
         for index, feed in members:
             try:
-                responses[index] = self._response(self._run(feed))
+                responses[index] = self._response(self._run(feed, stream))
             except Exception as exc:
                 responses[index] = _error(exc, self.spec.engine)
 
-    def _run(self, feed):
+    def _run(self, feed, stream):
         """One engine call at the batch's real length.
 
         The tokenizer pads every text to its length bucket so Triton can batch requests of one shape; the columns no
@@ -125,7 +169,7 @@ class TritonPythonModel:
             step = LENGTH_STEP[self.spec.engine]  # OpenVINO: few distinct shapes (see graph_engines)
             used = min(length, -(-used // step) * step)
         trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
-        outputs = run_split(self.engine, trimmed, self.batched)
+        outputs = self.engine.run(trimmed, stream)
         if used == length:
             return outputs
         padded = []
