@@ -67,7 +67,7 @@ def variant_repository(source: Path, dest: Path, variant: Variant, tasks: list[s
     shutil.rmtree(dest, ignore_errors=True)
 
     def link_graphs(src: str, dst: str) -> None:
-        if src.endswith(".onnx"):
+        if src.endswith((".onnx", ".onnx.data")):
             place_file(Path(src), Path(dst))  # 30-100 MB each: hard-linked where the filesystem allows
         else:
             shutil.copy2(src, dst)
