@@ -111,14 +111,15 @@ bench-cluster: setup build
 export: setup
 	$(PY) -m export --demo
 
-# Outside CI: model_def vs transformers, export speed, batching, CPU engines, runner config variants, memory, then the
-# full serving sweep.
+# Outside CI: model_def vs transformers, export speed, batching, CPU engines, this CPU's INT8 GEMM ceiling, runner
+# config variants, memory, then the full serving sweep.
 bench: setup
 	$(PY) benchmarks/bench_model_def.py
 	$(PY) -m deploy build --demo
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_engines.py
+	$(PY) benchmarks/bench_int8_roofline.py
 	$(PY) -m perf tune --repository triton_repo --out artifacts/perf/tune
 	$(PY) -m perf memory --repository triton_repo --out artifacts/perf/memory
 	$(PY) -m perf sweep --repository triton_repo --out artifacts/perf/sweep

@@ -110,13 +110,18 @@ def test_two_streams_run_batches_at_once_on_one_engine_with_the_single_stream_re
         one = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=1))
         two = open_engine(folder, EngineSpec(engine, "model.fp32.onnx", precision, threads=1, streams=2))
         want = [one.run(feed) for feed in feeds]
-        # each stream from its own thread, as the runner's workers call them, several batches per stream
+        # each stream from its own thread, as the runner's workers call them, every batch on each stream
+
+        def stream_outputs(stream: int, engine=two) -> list[list[np.ndarray]]:
+            return [engine.run(feed, stream) for feed in feeds * 2]
+
         with ThreadPoolExecutor(2) as pool:
-            got = list(pool.map(lambda i, engine=two: engine.run(feeds[i % 3], stream=i % 2), range(6)))
-        for index, outputs in enumerate(got):
-            for a, b in zip(want[index % 3], outputs, strict=True):
-                assert a.shape == b.shape
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+            per_stream = list(pool.map(stream_outputs, range(2)))
+        for outputs in per_stream:
+            for index, got in enumerate(outputs):
+                for a, b in zip(want[index % 3], got, strict=True):
+                    assert a.shape == b.shape
+                    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
         with pytest.raises(ValueError, match="stream 2 does not exist: this engine runs 2 stream"):
             two.run(feeds[0], stream=2)
 

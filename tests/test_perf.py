@@ -471,4 +471,5 @@ def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repo
         assert figures["failed"] == 0 and figures["best_seq_per_s"] > 0 and figures["concurrency"] == 2
     assert len(tuning["points"]) == 2 and not (tmp_path / "tune" / "variants").exists()
     md = "\n".join(tune_markdown(tuning))
-    assert "| a | 2x1, delay 2 ms, preferred 4/8 |" in md and "| b | 1x1, delay 2 ms, preferred 8/16, no trim |" in md
+    assert "| a | 1x2x1, delay 2 ms, preferred 4/8 |" in md  # the default: 1 instance x 2 streams x 1 thread
+    assert "| b | 1x2x1, delay 2 ms, preferred 8/16, no trim |" in md

@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,44 @@ def test_out_of_range_token_ids_sent_straight_to_the_graph_are_refused_by_name(g
         grpc.infer(d.onnx_model, [_ids_input(n, a) for n, a in feed.items()])
     ok = {"input_ids": ids, "attention_mask": np.ones(shape, np.int64), "token_type_ids": np.zeros(shape, np.int64)}
     grpc.infer(d.onnx_model, [_ids_input(n, a) for n, a in ok.items()])
+
+
+def test_concurrent_requests_to_a_pipelined_runner_each_get_their_own_answer_or_error(triton_server, grpc):
+    """The runner keeps a batch in flight per stream and answers through each request's response sender: under
+    concurrent load (batches forming while both streams run), every request gets exactly its own outputs, the same
+    as when sent alone, and a bad one among them its own error."""
+    model = DEPLOYMENTS["question_answering"].onnx_model
+    config = grpc.get_model_config(model, as_json=True)["config"]
+    assert int(config["parameters"]["streams"]["string_value"]) >= 2 and config["instance_group"][0]["count"] == 1
+    rng = np.random.default_rng(7)
+
+    def feed(index: int) -> dict[str, np.ndarray]:
+        length = int(rng.integers(6, 24))
+        ids = rng.integers(5, 900, (1, length)).astype(np.int64)
+        if index % 5 == 3:
+            ids[0, 2] = 10**6  # out of the vocabulary
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+    def call(arrays: dict[str, np.ndarray]):
+        try:
+            result = grpc.infer(model, [_ids_input(n, a) for n, a in arrays.items()])
+        except InferenceServerException as exc:
+            return exc
+        return [result.as_numpy(o["name"]) for o in config["output"]]
+
+    feeds = [feed(i) for i in range(24)]
+    alone = [call(f) for f in feeds]
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(call, feeds))
+    for index, (one, many) in enumerate(zip(alone, together, strict=True)):
+        if index % 5 == 3:
+            assert isinstance(one, InferenceServerException) and isinstance(many, InferenceServerException)
+            assert "input_ids holds 1000000, outside the valid range" in many.message()
+            continue
+        for a, b in zip(one, many, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-2)  # INT8-dynamic: batch company moves scales
+    _still_serves(grpc)
 
 
 def test_tensors_sent_straight_to_post_processing_are_checked_by_triton_then_by_the_model(grpc):

@@ -78,11 +78,12 @@ class TritonPythonModel:
             return self._responses(parsed, stream=0)
         stream = self._idle_streams.get()  # blocks while every stream runs a batch: the batcher keeps batching
         senders = [request.get_response_sender() for request in requests]
-        self._workers.submit(self._serve, parsed, senders, stream)
+        self._workers.submit(self._serve, requests, parsed, senders, stream)
         return None
 
-    def _serve(self, parsed, senders, stream):
-        """One batch on `stream`'s thread; every request gets exactly one final response, whatever happens."""
+    def _serve(self, requests, parsed, senders, stream):
+        """One batch on `stream`'s thread; every request gets exactly one final response, whatever happens.
+        `requests` rides along so the request objects (whose input tensors `parsed` views) live until answered."""
         try:
             try:
                 responses = self._responses(parsed, stream)
