@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory = sub.add_parser("memory", help="RSS and PSS of every server process, the whole repository under load")
     common(memory, LOAD_TASKS, list(LOAD_TASKS))
     memory.add_argument("--seconds", type=float, default=6.0, help="load on every task before reading the memory")
-    memory.add_argument("--concurrency", type=int, default=8)
+    memory.add_argument("--concurrency", type=int, default=16, help="per task; tasks are loaded one at a time")
+    memory.add_argument("--profile", choices=PROFILES, default="seq128", help="texts (seq128: the largest batches)")
 
     cluster = sub.add_parser("cluster", help="balancer overhead: direct vs haproxy with 1 and 2 replicas (one task)")
     cluster.add_argument("--repository", type=Path, default=Path("triton_repo"), help="a built model repository")
@@ -311,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
             meta["repository"]["runner"] = {
                 t: onnx_runner_settings(args.repository, t) for t in build_record(args.repository)["tasks"]
             }
-            measured = run_memory(args.repository, tasks, args.seconds, args.concurrency, out / "tritonserver.log")
+            # seq128 has no multiple-choice rows (a prompt and its choices): that task takes the corpus's
+            rows = {
+                t: make_rows(t, "seq128", _tokenizer(args, t))
+                if args.profile == "seq128" and t in ANALYZER_INPUTS
+                else make_rows(t, "corpus")
+                for t in tasks
+            }
+            measured = run_memory(
+                args.repository, rows, args.seconds, args.concurrency, out / "tritonserver.log", args.profile
+            )
             results["memory"] = measured.pop("memory")
             results["memory_load"] = measured
         elif args.command == "compare":

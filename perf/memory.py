@@ -101,26 +101,31 @@ def markdown(memory: dict, runners: dict[str, dict] | None = None) -> list[str]:
     return lines
 
 
-def run_memory(repository: Path, tasks: list[str], seconds: float, concurrency: int, log_file: Path | None) -> dict:
-    """Serve every model of the built `repository`, load `tasks` (every task with a client call, in turn) for
-    `seconds` after a warm-up, and read every server process right after: {"memory": summary(), "tasks": calls and
-    failures per task}."""
+def run_memory(
+    repository: Path,
+    rows: dict[str, list],
+    seconds: float,
+    concurrency: int,
+    log_file: Path | None,
+    profile: str = "corpus",
+) -> dict:
+    """Serve every model of the built `repository`, load each task of `rows` in turn (its rows: `profile`'s texts)
+    for `seconds` after a warm-up at `concurrency`, one task at a time so each runner gets the largest batches that
+    concurrency makes (seq128 texts, 100..128 tokens: the working memory's high-water mark), and read every server
+    process after the last: {"memory": summary(), "tasks": calls and failures per task}."""
     from deploy.server import start_on_free_ports
 
-    from .inputs import make_rows
     from .load import LoadSettings, run_load
     from .serving import build_record
 
     record = build_record(repository)  # RepositoryNotBuilt says how to build one
+    loaded = {}
     with start_on_free_ports(repository, models=record["models"], log_file=log_file) as server:
-        settings = LoadSettings(
-            tasks=tuple(tasks), url=server.grpc_url, concurrency=concurrency, seconds=seconds, warmup_s=1.0
-        )
-        rows = {t: make_rows(t, "corpus") for t in tasks}
-        result = run_load(settings, rows, probe=lambda: summary(server_memory(server)))
-    return {
-        "memory": result["probe"]["after"],
-        "tasks": {t: {"calls": f["calls"], "failed": f["failed"]} for t, f in result["tasks"].items()},
-        "seconds": seconds,
-        "concurrency": concurrency,
-    }
+        for task, task_rows in rows.items():
+            settings = LoadSettings(
+                tasks=(task,), url=server.grpc_url, concurrency=concurrency, seconds=seconds, warmup_s=1.0
+            )
+            result = run_load(settings, {task: task_rows})
+            loaded[task] = {"calls": result["tasks"][task]["calls"], "failed": result["tasks"][task]["failed"]}
+        memory = summary(server_memory(server))
+    return {"memory": memory, "tasks": loaded, "seconds": seconds, "concurrency": concurrency, "profile": profile}

@@ -218,8 +218,8 @@ def markdown(results: dict) -> str:
             load = results.get("memory_load") if memory is results.get("memory") else None
             if load:
                 calls = ", ".join(f"{t} {f['calls']} calls ({f['failed']} failed)" for t, f in load["tasks"].items())
-                how = f"{load['seconds']:g} s of load at concurrency {load['concurrency']}"
-                lines += [f"Read after {how}: {calls}.", ""]
+                how = f"{load['seconds']:g} s of load on each task in turn at concurrency {load['concurrency']}"
+                lines += [f"Read after {how} ({load.get('profile', 'corpus')} texts): {calls}.", ""]
     for title, key in (("perf_analyzer", "analyzer"), ("Async client (text in, results out)", "load")):
         points = list(results.get(key) or [])
         if key == "load":  # the (c) runs of the comparison are async client points too
