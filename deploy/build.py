@@ -183,7 +183,9 @@ def place_graph(source: Path, target: Path) -> None:
         location=data.name,
         size_threshold=1024,
     )
-    data.chmod(source.stat().st_mode & 0o777)  # onnx creates it owner-only; a server in an image may be another user
+    if data.exists():  # onnx writes none when no tensor reaches the threshold
+        # onnx creates it owner-only; a server in an image may run as another user
+        data.chmod(target.stat().st_mode & 0o777 | 0o444)
 
 
 def _copy_python_model(source: Path, model_dir: Path, modules: tuple[str, ...]) -> None:

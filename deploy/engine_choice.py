@@ -128,31 +128,36 @@ def choose(folder: Path, specs: list[EngineSpec], feeds: list[dict], trial: Engi
     in flight per stream. A single candidate is taken without measuring."""
     if len(specs) == 1:
         return EngineChoice(specs[0], reason="the only candidate")
-    engines, memory = [], {}
-    for spec in specs:  # each stays open while the next is measured, so each one's growth is its own
-        before = resident_mb()
-        engine = open_engine(folder, spec)
-        for stream in range(spec.streams):
-            for feed in feeds:  # warm-up: first-call allocations, and OpenVINO's kernels for each new shape
-                engine.run(feed, stream)
-        memory[spec.label] = resident_mb() - before
-        engines.append((spec, engine))
-    rounds: dict[str, list[float]] = {spec.label: [] for spec in specs}
     sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
 
-    def stream_rows(engine, stream: int, started: float) -> int:
+    def stream_rows(engine, stream: int, started: float, seconds: float) -> int:
+        """Rows `stream` ran: every feed in turn until `seconds` passed (0: one pass)."""
         done = 0
-        while time.perf_counter() - started < trial.seconds:
+        while True:
             for feed, rows in zip(feeds, sizes, strict=True):
                 engine.run(feed, stream)
                 done += rows
-        return done
+                if seconds and time.perf_counter() - started >= seconds:
+                    return done
+            if not seconds:
+                return done
 
+    _import_runtimes(specs)  # so the first candidate of each runtime is not charged for loading its library
+    engines, memory = [], {}
     with ThreadPoolExecutor(max(spec.streams for spec in specs)) as pool:
+        for spec in specs:  # each stays open while the next is measured, so each one's growth is its own
+            before = resident_mb()
+            engine = open_engine(folder, spec)
+            # warm-up, every stream at once as in serving: first-call allocations, each stream's working memory,
+            # and OpenVINO's kernels and buffers for each new shape
+            list(pool.map(lambda s, e=engine: stream_rows(e, s, 0.0, 0.0), range(spec.streams)))
+            memory[spec.label] = max(0.0, resident_mb() - before)
+            engines.append((spec, engine))
+        rounds: dict[str, list[float]] = {spec.label: [] for spec in specs}
         for _ in range(trial.rounds):
             for spec, engine in engines:
                 started = time.perf_counter()
-                jobs = [pool.submit(stream_rows, engine, s, started) for s in range(spec.streams)]
+                jobs = [pool.submit(stream_rows, engine, s, started, trial.seconds) for s in range(spec.streams)]
                 done = sum(job.result() for job in jobs)
                 rounds[spec.label].append(done / (time.perf_counter() - started))
     measured = [
@@ -181,11 +186,21 @@ def pick(measured: list[dict], max_engine_mb: float, over_limit_speedup: float) 
     if not fits:
         return fastest, f"; none within {limit}"
     best = max(fits, key=lambda i: measured[i]["seq_per_s"])
-    gain = measured[fastest]["seq_per_s"] / measured[best]["seq_per_s"]
+    gain = measured[fastest]["seq_per_s"] / max(measured[best]["seq_per_s"], 1e-9)
     if gain >= over_limit_speedup:
         return fastest, f"; over {limit} ({measured[fastest]['memory_mb']:g} MB) but {gain:.2f}x as fast"
     over = [m["label"] for m in measured if m["memory_mb"] > max_engine_mb]
     return best, f"; over {limit}, not {over_limit_speedup:g}x as fast: {', '.join(over)}"
+
+
+def _import_runtimes(specs: list[EngineSpec]) -> None:
+    """Load the runtimes `specs` use (and OpenVINO's CPU plugin) before any engine's memory is measured."""
+    if any(spec.engine == "onnxruntime" for spec in specs):
+        import onnxruntime  # noqa: F401
+    if any(spec.engine == "openvino" for spec in specs):
+        import openvino as ov
+
+        ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
 
 
 def resident_mb() -> float:

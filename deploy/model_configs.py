@@ -70,8 +70,8 @@ class BatchingSettings:
     """Batch sizes and the dynamic batcher of the ONNX model step (see README: how these were chosen)."""
 
     max_batch_size: int = 64
-    # 4/8 rather than 8/16: with two runner instances a batch of 4 goes to the idle instance instead of waiting to
-    # grow (faster end to end: figures in README "Tuning"); 1-thread sessions gain little beyond batch 8
+    # 4/8 rather than 8/16: with two runner streams (or instances) a batch of 4 goes to the idle one instead of
+    # waiting to grow (faster end to end: figures in README "Tuning"); 1-thread sessions gain little beyond batch 8
     # (benchmarks/bench_batching.py).
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
@@ -240,10 +240,18 @@ def onnx_stock_cpu_config(
     """`stock-cpu` profile: the official Triton image's native onnxruntime backend on KIND_CPU, `graph_file` (the
     INT8-dynamic graph). Same I/O as the default profile; what the Python runner adds (cutting padding columns,
     input range checks with clear errors) is not there, so per-token outputs come back at the bucket length."""
+    # The native backend has no streams: as many instances as the runner runs inferences in parallel, each with the
+    # runner's threads (instances x streams x threads = cores).
     config = _graph_config(
-        name, signature, batched, batching, backend="onnxruntime", kind=CPU, count=cpu.instances, graph_file=graph_file
+        name,
+        signature,
+        batched,
+        batching,
+        backend="onnxruntime",
+        kind=CPU,
+        count=cpu.instances * cpu.streams,
+        graph_file=graph_file,
     )
-    # The onnxruntime backend's own session options (the runner sets the same: instances x threads = cores).
     config.parameters["intra_op_thread_count"].string_value = str(cpu.intra_op_threads)
     config.parameters["inter_op_thread_count"].string_value = "1"
     return config

@@ -78,7 +78,9 @@ class EngineSpec:
 
 class OrtEngine:
     """One onnxruntime session (one copy of the weights); several streams call it from as many threads at once
-    (its run() is thread-safe, releases the GIL, and with one intra-op thread computes on the calling thread)."""
+    (its run() is thread-safe, releases the GIL, and with one intra-op thread computes on the calling thread). With
+    `threads` > 1 the streams share one intra-op pool of `threads` (each calling thread computes too), unlike
+    OpenVINO's `threads` per stream: the layouts that serve and are compared use 1 thread per stream."""
 
     def __init__(self, path: str, spec: EngineSpec) -> None:
         import onnxruntime as ort
@@ -138,8 +140,8 @@ class OpenVinoEngine:
 
 
 def _check_stream(spec: EngineSpec, stream: int) -> None:
-    if not 0 <= stream < spec.streams:
-        raise ValueError(f"stream {stream} does not exist: this engine runs {spec.streams} stream(s)")
+    if not 0 <= stream < spec.streams:  # the runner's bug, never the caller's: not a ValueError (INVALID_ARG)
+        raise RuntimeError(f"stream {stream} does not exist: this engine runs {spec.streams} stream(s)")
 
 
 def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None) -> str | None:

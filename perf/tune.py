@@ -1,12 +1,11 @@
 """Serving-parameter tuning: the same text load against variants of one built repository, rounds interleaved.
 
 Each variant is a copy of the repository (graphs hard-linked, nothing rebuilt) whose `<task>_onnx` configs change
-the knobs the runner exposes: instances x intra-op threads, the dynamic batcher's queue delay and preferred batch
-sizes, and trimming of bucket padding. Configs are edited as `model_config_pb2` messages, never as text. Variants
-are measured in turn within a round and rounds repeat, so a burst of machine load hits one round of each variant,
-not all of one; the best round per variant counts (the median is kept too). `python -m perf tune` prints and
-writes the table the README's "Tuning" section shows.
-"""
+the knobs the runner exposes: instances x streams x intra-op threads, the dynamic batcher's queue delay and
+preferred batch sizes, and trimming of bucket padding. Configs are edited as `model_config_pb2` messages, never as
+text. Variants are measured in turn within a round and rounds repeat, so a burst of machine load hits one round of
+each variant, not all of one; the best round per variant counts (the median is kept too). `python -m perf tune`
+prints and writes the table the README's "Tuning" section shows."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ class Variant:
 
 
 # What was tried on the 2-core machine (README "Tuning"); the first is the shipped default, the others change one
-# thing each.
+# thing each (the layout variants: how the 2 cores are split).
 DEFAULT_VARIANTS: tuple[Variant, ...] = (
     Variant("default"),
     Variant("2instances", instances=2, streams=1),
@@ -160,7 +159,7 @@ def markdown(tuning: dict) -> list[str]:
         f"## Tuning: variants of the CPU runner config ({tuning['profile']} input, best of {tuning['rounds']} "
         f"interleaved rounds, {tuning['seconds']:g} s per concurrency level)",
         "",
-        f"| variant | instances x threads, queue delay, preferred batch | {head} |",
+        f"| variant | instances x [streams x] threads, queue delay, preferred batch | {head} |",
         "|---|---|" + "---:|" * len(tasks),
     ]
     base = tuning["variants"][0]

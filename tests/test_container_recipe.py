@@ -197,7 +197,7 @@ def test_stock_cpu_profile_is_the_onnxruntime_backend_on_cpu_with_the_default_pr
         [GraphTensor("input_ids", 8, (-1,)), GraphTensor("attention_mask", 8, (-1,))],
         [GraphTensor("logits", 11, (2,))],
     )
-    batching, cpu = BatchingSettings(), CpuSettings(intra_op_threads=2, instances=3)
+    batching, cpu = BatchingSettings(), CpuSettings(intra_op_threads=2, instances=3, streams=2)
     stock = onnx_stock_cpu_config(
         "t_onnx", "model.int8-dynamic.onnx", signature, batched=True, batching=batching, cpu=cpu
     )
@@ -206,7 +206,7 @@ def test_stock_cpu_profile_is_the_onnxruntime_backend_on_cpu_with_the_default_pr
     parsed = parse_config(path)
     assert parsed.backend == "onnxruntime" and parsed.default_model_filename == "model.int8-dynamic.onnx"
     assert parsed.instance_group[0].kind == parsed.instance_group[0].KIND_CPU
-    assert parsed.instance_group[0].count == 3
+    assert parsed.instance_group[0].count == 6  # the native backend has no streams: 3 instances x 2 streams
     assert parsed.parameters["intra_op_thread_count"].string_value == "2"
     assert list(parsed.dynamic_batching.preferred_batch_size) == list(batching.preferred_batch_sizes)
     engine = EngineSpec("onnxruntime", "model.int8-dynamic.onnx", threads=2)

@@ -122,7 +122,7 @@ def test_two_streams_run_batches_at_once_on_one_engine_with_the_single_stream_re
                 for a, b in zip(want[index % 3], got, strict=True):
                     assert a.shape == b.shape
                     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-        with pytest.raises(ValueError, match="stream 2 does not exist: this engine runs 2 stream"):
+        with pytest.raises(RuntimeError, match="stream 2 does not exist: this engine runs 2 stream"):
             two.run(feeds[0], stream=2)
 
 
@@ -196,7 +196,8 @@ def test_auto_choice_measures_every_validated_candidate_and_takes_the_fastest(ex
     feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, 1000)
     choice = choose(folder, specs, feeds, trial)
     assert [m["label"] for m in choice.measured] == labels and all(len(m["rounds"]) == 2 for m in choice.measured)
-    assert all(isinstance(m["memory_mb"], float) for m in choice.measured)  # each engine's own growth, measured
+    # each engine's own growth after its streams' warm-up: never negative, and compiling and running costs some
+    assert all(m["memory_mb"] >= 0 for m in choice.measured) and any(m["memory_mb"] > 0 for m in choice.measured)
     best = choice.measured[pick(choice.measured, trial.max_engine_mb, trial.over_limit_speedup)[0]]
     assert choice.spec.label == best["label"] and choice.to_dict()["chosen"] == best["label"]
     assert f"{len(feeds)} batches of up to 4 rows" in choice.reason

@@ -452,7 +452,7 @@ def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repo
     assert graph.stat().st_ino == (repository / graph.relative_to(copy)).stat().st_ino  # hard link, not a copy
 
     rows = {"question_answering": corpus_rows("question_answering")[:16]}
-    variants = (Variant("a"), Variant("b", instances=1, threads=1, preferred=(8, 16), trim_padding=False))
+    variants = (Variant("a"), Variant("b", instances=1, threads=1, streams=1, preferred=(8, 16), trim_padding=False))
     tuning = run_tuning(
         repository,
         ["question_answering"],
@@ -473,4 +473,4 @@ def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repo
     assert len(tuning["points"]) == 2 and not (tmp_path / "tune" / "variants").exists()
     md = "\n".join(tune_markdown(tuning))
     assert "| a | 1x2x1, delay 2 ms, preferred 4/8 |" in md  # the default: 1 instance x 2 streams x 1 thread
-    assert "| b | 1x2x1, delay 2 ms, preferred 8/16, no trim |" in md
+    assert "| b | 1x1, delay 2 ms, preferred 8/16, no trim |" in md

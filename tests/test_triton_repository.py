@@ -8,6 +8,7 @@ random-weight demo set, so references are computed, never hard-coded.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from transformers.pipelines.document_question_answering import select_starts_end
 from tritonclient.utils import InferenceServerException
 
 from client.tasks import FILL_MASK_CANDIDATES
-from deploy.build import SOURCE_REPOSITORY
+from deploy.build import SOURCE_REPOSITORY, place_graph
 from deploy.ensemble_configs import ensemble_config
 from deploy.model_configs import graph_signature, parse_config
 from deploy.tasks import DEPLOYMENTS
@@ -110,15 +111,20 @@ def test_every_config_of_every_profile_parses_as_a_triton_model_config(built_rep
         stock = parse_config(repository / d.onnx_model / "configs" / "stock-cpu.pbtxt")
         assert stock.backend == "onnxruntime" and stock.default_model_filename == "model.int8-dynamic.onnx"
         assert stock.instance_group[0].kind == stock.instance_group[0].KIND_CPU
+        # no streams in the native backend: one instance per parallel inference of the runner (1 x 2 streams)
+        runner_parallel = cpu.instance_group[0].count * int(cpu.parameters["streams"].string_value)
+        assert runner_parallel == 2 and [g.count for g in stock.instance_group] == [runner_parallel]
+        assert stock.parameters["intra_op_thread_count"].string_value == cpu.parameters["intra_op_threads"].string_value
         assert [(i.name, list(i.dims)) for i in stock.input] == [(i.name, list(i.dims)) for i in cpu.input]
         assert stock.max_batch_size == cpu.max_batch_size
         openvino = parse_config(repository / d.onnx_model / "configs" / "stock-openvino.pbtxt")
         assert openvino.backend == "openvino" and openvino.default_model_filename == "model.fp32.onnx"
         assert [g.count for g in openvino.instance_group] == [1] and openvino.input == cpu.input
-        assert openvino.parameters["NUM_STREAMS"].string_value == "2"  # as parallel as 2 instances x 1 stream
-        # The three graphs each profile names are in the version folder.
+        assert openvino.parameters["NUM_STREAMS"].string_value == "2"  # as parallel as the runner's 2 streams
+        # The three graphs each profile names are in the version folder, each with its weights beside it, readable
         for name in ("model.int8-dynamic.onnx", "model.fp32.onnx", "model.int8-qdq.onnx"):
             assert (repository / d.onnx_model / "1" / name).is_file()
+            assert (repository / d.onnx_model / "1" / f"{name}.data").stat().st_mode & 0o444 == 0o444
 
 
 def test_committed_ensemble_configs_are_what_the_generator_writes(built_repository):
@@ -499,3 +505,34 @@ def test_the_client_allows_exactly_the_candidates_the_fill_mask_ensemble_returns
     """client/tasks.py imports nothing of the project, so its FILL_MASK_CANDIDATES is tied to the export here."""
     (served,) = _results(triton_server, "fill_mask", {"TEXT": ["a [MASK] b"]})[0]
     assert len(served) == FILL_MASK_CANDIDATES
+
+
+def test_place_graph_moves_weights_beside_the_graph_without_touching_the_hard_linked_export(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(64 * 32, dtype=np.float32).reshape(64, 32) / 100, "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [weight],
+    )
+    source = tmp_path / "export" / "model.fp32.onnx"
+    source.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    source.chmod(0o600)
+    original = source.read_bytes()
+    target = tmp_path / "repo" / "1" / "model.fp32.onnx"
+    target.parent.mkdir(parents=True)
+    os.link(source, target)  # what an older build left: a hard link of the export's file
+    place_graph(source, target)
+    place_graph(source, target)  # a rebuild over its own output
+    assert source.read_bytes() == original and source.stat().st_ino != target.stat().st_ino
+    data = target.with_name("model.fp32.onnx.data")
+    assert data.stat().st_size >= len(weight.raw_data) and data.stat().st_mode & 0o444 == 0o444
+    assert len(target.read_bytes()) < len(original) // 4  # the weights left the graph file
+    x = np.ones((1, 64), np.float32)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ numpy_helper.to_array(weight), rtol=1e-6)

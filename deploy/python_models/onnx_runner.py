@@ -77,8 +77,13 @@ class TritonPythonModel:
         if self._workers is None:
             return self._responses(parsed, stream=0)
         stream = self._idle_streams.get()  # blocks while every stream runs a batch: the batcher keeps batching
-        senders = [request.get_response_sender() for request in requests]
-        self._workers.submit(self._serve, requests, parsed, senders, stream)
+        try:
+            senders = [request.get_response_sender() for request in requests]
+            job = self._workers.submit(self._serve, requests, parsed, senders, stream)
+        except BaseException:
+            self._idle_streams.put(stream)  # a stream that never ran must not be lost
+            raise
+        job.add_done_callback(_log_failure)
         return None
 
     def _serve(self, requests, parsed, senders, stream):
@@ -88,12 +93,9 @@ class TritonPythonModel:
             try:
                 responses = self._responses(parsed, stream)
             except Exception as exc:
-                responses = [_error(exc, self.spec.engine)] * len(senders)
+                responses = [_error(exc, self.spec.engine) for _ in senders]
             for sender, response in zip(senders, responses, strict=True):
-                try:
-                    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                except Exception as exc:  # e.g. the request was cancelled; the others still get theirs
-                    pb_utils.Logger.log_error(f"{self.spec.engine} runner: a response could not be sent: {exc}")
+                _send_final(sender, response, self.spec.engine)
         finally:
             self._idle_streams.put(stream)
 
@@ -213,6 +215,25 @@ def _chunks(items, size):
         rows += n
     if out:
         yield out
+
+
+def _send_final(sender, response, engine):
+    """Send `response` as the request's one final response; if that fails (e.g. its outputs do not fit the shared
+    memory), send an error naming why instead, so the caller never waits for an answer that cannot come."""
+    flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    try:
+        sender.send(response, flags=flags)
+    except Exception as exc:
+        try:
+            sender.send(_error(RuntimeError(f"the response could not be sent: {exc}"), engine), flags=flags)
+        except Exception as again:  # the request is gone (cancelled): nothing is waiting for it
+            pb_utils.Logger.log_error(f"{engine} runner: no response could be sent: {exc}; {again}")
+
+
+def _log_failure(job):
+    exc = job.exception()
+    if exc is not None:  # _serve answers every request itself; this only shows what escaped it
+        pb_utils.Logger.log_error(f"runner stream worker failed: {type(exc).__name__}: {exc}")
 
 
 def _error(exc, engine):
