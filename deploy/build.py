@@ -53,6 +53,7 @@ SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_repo"
 PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 RUNNER_SOURCE = PYTHON_MODELS / "onnx_runner.py"
 ENGINES_SOURCE = Path(graph_engines.__file__)  # the runner imports it from its version folder
+BOUNDED_RUNS_SOURCE = PYTHON_MODELS / "bounded_runs.py"  # likewise
 
 
 class BuildError(RuntimeError):
@@ -216,6 +217,7 @@ def _add_task(
         graphs[flavour] = graph.name
     shutil.copy2(RUNNER_SOURCE, version / "model.py")
     shutil.copy2(ENGINES_SOURCE, version / ENGINES_SOURCE.name)
+    shutil.copy2(BOUNDED_RUNS_SOURCE, version / BOUNDED_RUNS_SOURCE.name)
     cpu_graph = version / graphs[settings.cpu.graph_flavour]
     inputs, outputs = graph_signature(cpu_graph, deployment.batched)
     gpu_inputs, gpu_outputs = graph_signature(version / graphs[settings.gpu.graph_flavour], deployment.batched)
@@ -237,7 +239,7 @@ def _add_task(
     feeds = trial_feeds(
         {i.name: len(i.dims) + deployment.batched for i in inputs}, settings.engine_trial, limits["vocab_size"]
     )
-    choice = choose(version, specs, feeds, settings.engine_trial)
+    choice = choose(version, specs, feeds, settings.engine_trial, cpu.max_run_tokens)
     logger.info("%s: served by %s (%s)", task, choice.spec.label, choice.reason)
     cpu_config = onnx_cpu_config(
         name, choice.spec, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--streams", type=int, default=CpuSettings.streams, help="parallel inferences per instance (one weight copy)"
     )
     build.add_argument(
+        "--max-run-tokens",
+        type=int,
+        default=CpuSettings.max_run_tokens,
+        help="tokens one engine run holds at most (larger batches run as slices: bounded memory)",
+    )
+    build.add_argument(
         "--engine",
         choices=("auto", "onnxruntime", "openvino"),
         default=CpuSettings.engine,
@@ -125,7 +131,11 @@ def _build(args: argparse.Namespace) -> int:
                 ),
             ),
             cpu=CpuSettings(
-                intra_op_threads=args.threads, instances=args.instances, streams=args.streams, engine=args.engine
+                intra_op_threads=args.threads,
+                instances=args.instances,
+                streams=args.streams,
+                max_run_tokens=args.max_run_tokens,
+                engine=args.engine,
             ),
             export_dir=args.export_dir,
         )

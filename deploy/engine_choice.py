@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.python_models.bounded_runs import run_bounded
 from export.cpu import cpu_signature, same_kernels
 from export.graph_engines import ENGINES, EngineSpec, open_engine
 from export.pipeline import Manifest
@@ -123,10 +124,13 @@ def trial_feeds(input_dims: dict[str, int], trial: EngineTrial, vocab_size: int,
     return [trial_feed(input_dims, trial, vocab_size, seed + i, shape) for i, shape in enumerate(trial.shapes())]
 
 
-def choose(folder: Path, specs: list[EngineSpec], feeds: list[dict], trial: EngineTrial) -> EngineChoice:
+def choose(
+    folder: Path, specs: list[EngineSpec], feeds: list[dict], trial: EngineTrial, max_run_tokens: int
+) -> EngineChoice:
     """The fastest of `specs` over `feeds` (graphs inside `folder`) among those within `trial.max_engine_mb`: rows per
     second with each of a spec's streams running every feed in turn from its own thread, as the runner keeps one batch
-    in flight per stream. A single candidate is taken without measuring."""
+    in flight per stream, in runs of at most `max_run_tokens` tokens as the runner runs them. A single candidate is
+    taken without measuring."""
     if len(specs) == 1:
         return EngineChoice(specs[0], reason="the only candidate")
     sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
@@ -136,7 +140,7 @@ def choose(folder: Path, specs: list[EngineSpec], feeds: list[dict], trial: Engi
         done = 0
         while True:
             for feed, rows in zip(feeds, sizes, strict=True):
-                engine.run(feed, stream)
+                run_bounded(lambda part: engine.run(part, stream), feed, max_run_tokens)
                 done += rows
                 if seconds and time.perf_counter() - started >= seconds:
                     return done

@@ -103,12 +103,16 @@ class CpuSettings:
     streams: int = 2
     # Run each batch at its real length, not the bucket's (onnx_runner.py): fewer wasted columns, same results.
     trim_padding: bool = True
+    # Tokens one engine run holds at most: a batch beyond it runs as consecutive slices (bounded_runs.py). 4 rows of
+    # 128 tokens kept each runner's working memory from growing with the batches sustained load forms, and ran as fast
+    # as 8-16 rows (figures in bounded_runs.py and README "Memory").
+    max_run_tokens: int = 512
     # "auto": measured at build among onnxruntime and the engines validated on this CPU; or force one.
     engine: str = "auto"
 
     def __post_init__(self) -> None:
-        if min(self.intra_op_threads, self.instances, self.streams) < 1:
-            raise ValueError(f"threads, instances and streams must be >= 1 (got {self})")
+        if min(self.intra_op_threads, self.instances, self.streams, self.max_run_tokens) < 1:
+            raise ValueError(f"threads, instances, streams and max_run_tokens must be >= 1 (got {self})")
         if self.engine not in ("auto", "onnxruntime", "openvino"):
             raise ValueError(f"engine must be auto, onnxruntime or openvino, not {self.engine!r}")
 
@@ -211,6 +215,7 @@ def onnx_cpu_config(
     for key, value in engine.to_parameters().items():
         config.parameters[key].string_value = value
     config.parameters["trim_padding"].string_value = "true" if cpu.trim_padding else "false"
+    config.parameters["max_run_tokens"].string_value = str(cpu.max_run_tokens)
     config.parameters["output_axes"].string_value = json.dumps(output_axes, separators=(",", ":"))
     for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
         config.parameters[key].string_value = str(value)

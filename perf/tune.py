@@ -34,16 +34,18 @@ class Variant:
     max_queue_delay_us: int = BatchingSettings.max_queue_delay_us
     preferred: tuple[int, ...] = BatchingSettings.preferred_batch_sizes
     trim_padding: bool = CpuSettings.trim_padding
+    max_run_tokens: int = CpuSettings.max_run_tokens
 
     def describe(self) -> str:
         pref = "/".join(str(p) for p in self.preferred) or "none"
         trim = "" if self.trim_padding else ", no trim"
+        runs = f", runs <= {self.max_run_tokens} tokens"
         layout = (
             f"{self.instances}x{self.threads}"
             if self.streams == 1
             else f"{self.instances}x{self.streams}x{self.threads}"
         )
-        return f"{layout}, delay {self.max_queue_delay_us / 1000:g} ms, preferred {pref}{trim}"
+        return f"{layout}, delay {self.max_queue_delay_us / 1000:g} ms, preferred {pref}{trim}{runs}"
 
 
 # What was tried on the 2-core machine (README "Tuning"); the first is the shipped default, the others change one
@@ -57,6 +59,8 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     Variant("delay0.5", max_queue_delay_us=500),
     Variant("pref8-16", preferred=(8, 16)),
     Variant("no-trim", trim_padding=False),
+    Variant("runs1024", max_run_tokens=1024),
+    Variant("runs-unbounded", max_run_tokens=64 * 512),
 )
 
 
@@ -82,6 +86,7 @@ def variant_repository(source: Path, dest: Path, variant: Variant, tasks: list[s
         config.parameters["intra_op_threads"].string_value = str(variant.threads)
         config.parameters["streams"].string_value = str(variant.streams)
         config.parameters["trim_padding"].string_value = "true" if variant.trim_padding else "false"
+        config.parameters["max_run_tokens"].string_value = str(variant.max_run_tokens)
         if config.HasField("dynamic_batching"):
             config.dynamic_batching.max_queue_delay_microseconds = variant.max_queue_delay_us
             del config.dynamic_batching.preferred_batch_size[:]

@@ -20,6 +20,7 @@ from deploy.build import BuildSettings, build_repository
 from deploy.cpu_check import graphs_not_validated_here
 from deploy.engine_choice import EngineTrial, candidates, choose, pick, trial_feed, trial_feeds
 from deploy.model_configs import CpuSettings, parse_config
+from deploy.python_models.bounded_runs import row_slices, row_tokens, run_bounded
 from deploy.server import start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.cpu import cpu_signature
@@ -126,6 +127,55 @@ def test_two_streams_run_batches_at_once_on_one_engine_with_the_single_stream_re
             two.run(feeds[0], stream=2)
 
 
+def test_row_slices_cover_every_row_once_within_the_token_bound():
+    for rows, per_row, bound in [(10, 128, 512), (7, 100, 512), (3, 600, 512), (16, 1, 5), (1, 128, 512), (0, 8, 8)]:
+        slices = row_slices(rows, per_row, bound)
+        covered = [i for part in slices for i in range(rows)[part]]
+        assert covered == list(range(rows))
+        # every slice within the bound, except a row that alone exceeds it
+        assert all((part.stop - part.start) * per_row <= bound or part.stop - part.start == 1 for part in slices)
+    assert len(row_slices(10, 128, 512)) == 3 and len(row_slices(3, 600, 512)) == 3
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        row_slices(4, 8, 0)
+
+
+def test_a_batch_over_the_bound_runs_as_slices_whose_outputs_join_in_order():
+    feed = {"input_ids": np.arange(6 * 4 * 8).reshape(6, 4, 8), "attention_mask": np.ones((6, 4, 8), np.int64)}
+    assert row_tokens(feed) == 32  # a multiple-choice row: 4 choices of 8 tokens
+    seen = []
+
+    def run(part):
+        seen.append(part["input_ids"].shape[0])
+        return [part["input_ids"].sum(axis=(1, 2)), part["input_ids"][:, :, :2] * 2]
+
+    got = run_bounded(run, feed, 64)
+    assert seen == [2, 2, 2]
+    want = [feed["input_ids"].sum(axis=(1, 2)), feed["input_ids"][:, :, :2] * 2]
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    seen.clear()
+    run_bounded(run, feed, 6 * 32)
+    assert seen == [6]  # within the bound: one run, as it came
+
+
+@pytest.mark.functional
+def test_bounded_runs_of_a_real_graph_give_the_whole_batch_results(exported_small, demo_small):
+    from transformers import AutoTokenizer
+
+    out, _ = exported_small
+    folder = graph_paths(out, "fill_mask", "fp32")[0].parent
+    engine = open_engine(folder, EngineSpec("onnxruntime", "model.fp32.onnx", threads=1))
+    feed = trial_feed({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, EngineTrial(batch=7, length=24), 1000)
+    mask_id = AutoTokenizer.from_pretrained(demo_small / CHECKPOINT_KIND_FOR_TASK["fill_mask"]).mask_token_id
+    feed["input_ids"][:, 3] = mask_id  # a [MASK] per row: the fill-mask graph's mask slots hold results
+    whole = engine.run(feed)
+    assert whole[engine.output_names.index("mask_valid")][:, 0].all()
+    sliced = run_bounded(engine.run, feed, 48)  # 2 rows per run
+    for a, b in zip(whole, sliced, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_the_fastest_engine_within_the_memory_limit_is_picked_and_the_reason_names_what_was_passed_over():
     measured = [
         {"label": "onnxruntime int8-dynamic 2x1", "seq_per_s": 22.6, "memory_mb": 98.0},
@@ -194,7 +244,7 @@ def test_auto_choice_measures_every_validated_candidate_and_takes_the_fastest(ex
     folder = graph_paths(out, "text_classification", "fp32")[0].parent
     trial = EngineTrial(seconds=0.2, rounds=2, batch=4, length=32)
     feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, 1000)
-    choice = choose(folder, specs, feeds, trial)
+    choice = choose(folder, specs, feeds, trial, max_run_tokens=64)
     assert [m["label"] for m in choice.measured] == labels and all(len(m["rounds"]) == 2 for m in choice.measured)
     # each engine's own growth after its streams' warm-up: never negative, and compiling and running costs some
     assert all(m["memory_mb"] >= 0 for m in choice.measured) and any(m["memory_mb"] > 0 for m in choice.measured)

@@ -486,6 +486,25 @@ def test_onnx_runner_runs_a_batch_at_its_real_length_not_the_bucket(triton_serve
         np.testing.assert_allclose(bucket[i, : len(r)], full[i, : len(r)], atol=1e-5)
 
 
+def test_a_batch_over_the_run_bound_is_served_as_slices_with_the_whole_batch_results(triton_server_fp32, demo_small):
+    """12 rows x 64 tokens exceed the runner's max_run_tokens (512): it runs them as slices, each trimmed to its own
+    longest text, and answers as the whole batch run in-process does."""
+    config = parse_config(triton_server_fp32.config.repository / "token_classification_onnx" / "configs" / "fp32.pbtxt")
+    assert int(config.parameters["max_run_tokens"].string_value) < 12 * 64
+    tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "token_classification"))
+    rows = [tokenizer(TEXTS[i % len(TEXTS)] + " word" * (3 * i))["input_ids"][:64] for i in range(12)]
+    ids = np.zeros((12, 64), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    feed = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    served = _raw_onnx(triton_server_fp32, "token_classification_onnx", feed, "logits")
+    graph = triton_server_fp32.config.repository / "token_classification_onnx" / "1" / "model.fp32.onnx"
+    full = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
+    assert served.shape == full.shape
+    for i, r in enumerate(rows):
+        np.testing.assert_allclose(served[i, : len(r)], full[i, : len(r)], atol=1e-5)
+
+
 def test_trimmed_fill_mask_batches_keep_their_mask_slots(triton_server, demo_small):
     """fill_mask_onnx's outputs have Min(8, sequence) mask slots: a 5-token text in the 32 bucket still gets 8."""
     tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "fill_mask"))

@@ -4,8 +4,8 @@ The pip-installed tritonserver has no onnxruntime backend, so this small model s
 file, precision, threads and parallel streams come from config parameters written by `python -m deploy build`, which
 picks them per CPU by measurement (deploy/engine_choice.py); graph_engines.py, shipped beside this file, runs them.
 Requests the dynamic batcher hands over together are grouped by shape (the tokenizer pads to length buckets, so
-similar texts share a shape) and each group runs as one engine call. A group that fails is retried request by
-request, so one bad request gets its own error and the others their results.
+similar texts share a shape) and each group runs as engine calls of at most `max_run_tokens` tokens (bounded_runs.py).
+A group that fails is retried request by request, so one bad request gets its own error and the others their results.
 
 With several streams, one instance keeps one batch in flight per stream on one copy of the weights: execute() hands
 the batch to a stream's thread and returns once a stream is free, and that thread answers through the requests'
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from bounded_runs import run_bounded
 from graph_engines import LENGTH_STEP, EngineSpec, open_engine
 
 
@@ -45,6 +46,8 @@ class TritonPythonModel:
         }
         self.limits = {k: v for k, v in self.limits.items() if v}
         self.max_length = int(params.get("max_position_embeddings", "512"))
+        # every engine run holds at most this many tokens (bounded_runs.py: bounded working memory, no speed lost)
+        self.max_run_tokens = int(params["max_run_tokens"])
         # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
         # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
         # back to what the untrimmed run would return. An axis of any other form turns trimming off. The names come
@@ -140,7 +143,7 @@ class TritonPythonModel:
         if len(members) > 1:
             try:
                 merged = {n: np.concatenate([feed[n] for _, feed in members]) for n in self.input_names}
-                outputs = self._run(merged, stream)
+                outputs = self._run_bounded(merged, stream)
             except Exception:
                 outputs = None  # retry one by one so only the offending request fails
             if outputs is not None:
@@ -152,9 +155,13 @@ class TritonPythonModel:
                 return
         for index, feed in members:
             try:
-                responses[index] = self._response(self._run(feed, stream))
+                responses[index] = self._response(self._run_bounded(feed, stream))
             except Exception as exc:
                 responses[index] = _error(exc, self.spec.engine)
+
+    def _run_bounded(self, feed, stream):
+        """The batch as engine runs of at most max_run_tokens tokens, each trimmed to its own longest text."""
+        return run_bounded(lambda part: self._run(part, stream), feed, self.max_run_tokens)
 
     def _run(self, feed, stream):
         """One engine call at the batch's real length.
