@@ -435,12 +435,15 @@ def test_perf_memory_serves_the_whole_repository_loads_every_task_and_reports_ev
 
 def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repository, tmp_path):
     repository, _ = built_repository
-    variant = Variant("probe", instances=3, threads=1, max_queue_delay_us=700, preferred=(4,), trim_padding=False)
+    variant = Variant(
+        "probe", instances=3, threads=1, max_queue_delay_us=700, preferred=(4,), trim_padding=False, max_run_tokens=96
+    )
     copy = variant_repository(repository, tmp_path / "probe", variant, ["question_answering"])
     config = parse_config(copy / "question_answering_onnx" / "config.pbtxt")
     assert [g.count for g in config.instance_group] == [3]
     assert config.parameters["intra_op_threads"].string_value == "1"
     assert config.parameters["trim_padding"].string_value == "false"
+    assert config.parameters["max_run_tokens"].string_value == "96"
     assert config.dynamic_batching.max_queue_delay_microseconds == 700
     assert list(config.dynamic_batching.preferred_batch_size) == [4]
     original = parse_config(repository / "question_answering_onnx" / "config.pbtxt")
@@ -472,5 +475,6 @@ def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repo
         assert figures["failed"] == 0 and figures["best_seq_per_s"] > 0 and figures["concurrency"] == 2
     assert len(tuning["points"]) == 2 and not (tmp_path / "tune" / "variants").exists()
     md = "\n".join(tune_markdown(tuning))
-    assert "| a | 1x2x1, delay 2 ms, preferred 4/8 |" in md  # the default: 1 instance x 2 streams x 1 thread
-    assert "| b | 1x1, delay 2 ms, preferred 8/16, no trim |" in md
+    # the default: 1 instance x 2 streams x 1 thread, runs of at most 512 tokens
+    assert "| a | 1x2x1, delay 2 ms, preferred 4/8, runs <= 512 tokens |" in md
+    assert "| b | 1x1, delay 2 ms, preferred 8/16, no trim, runs <= 512 tokens |" in md
