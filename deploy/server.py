@@ -156,6 +156,10 @@ class TritonServer:
     def http_url(self) -> str:
         return f"{self.config.address}:{self.config.http_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.config.address}:{self.config.metrics_port}"
+
     def command(self) -> list[str]:
         c = self.config
         args = [

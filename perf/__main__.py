@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyzer = sub.add_parser("analyzer", help="perf_analyzer sweep over concurrency and batch size")
     common(analyzer, tuple(ANALYZER_INPUTS), list(TASKS))
     analyzer.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
+    analyzer.add_argument("--metrics-url", help="with --url: its metrics host:port (the ONNX runners' own timing)")
     analyzer.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16])
     analyzer.add_argument("--batch", type=_ints, default=[1], help="rows per request, e.g. 1,8")
     analyzer.add_argument("--profile", choices=PROFILES, default="corpus", help="input length profile")
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="closed-loop text load through the async client")
     common(load, LOAD_TASKS, list(TASKS))
     load.add_argument("--url", help="gRPC host:port of a running server (default: start one)")
+    load.add_argument("--metrics-url", help="with --url: its metrics host:port (the ONNX runners' own timing)")
     load.add_argument("--concurrency", type=_ints, default=[1, 4, 16])
     load.add_argument("--seconds", type=float, default=10.0)
     load.add_argument("--requests", type=int, help="stop after this many calls (with --seconds 0: only that)")
@@ -153,12 +155,13 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 @contextlib.contextmanager
-def _server_url(args: argparse.Namespace, tasks: list[str], out: Path) -> Iterator[str]:
+def _server_urls(args: argparse.Namespace, tasks: list[str], out: Path) -> Iterator[tuple[str, str | None]]:
+    """(gRPC URL, metrics URL) of `--url`'s server (metrics: `--metrics-url`, if given) or of one started here."""
     if args.url:
-        yield args.url
+        yield args.url, args.metrics_url
         return
     with server_for(args.repository, tasks, log_file=out / "tritonserver.log") as server:
-        yield server.grpc_url
+        yield server.grpc_url, server.metrics_url
 
 
 def _meta(args: argparse.Namespace, argv: list[str], tasks: list[str]) -> dict:
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         results: dict = {"meta": meta}
         if args.command in ("analyzer", "load"):
-            with _server_url(args, tasks, out) as url:
+            with _server_urls(args, tasks, out) as (url, metrics_url):
                 for task in tasks:
                     tokenizer = _tokenizer(args, task) if args.profile == "seq128" else None
                     rows = make_rows(task, args.profile, tokenizer)
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                         settings = AnalyzerSettings(
                             task=task,
                             url=url,
+                            metrics_url=metrics_url,
                             concurrency=args.concurrency,
                             batch_sizes=args.batch,
                             measurement_interval_ms=args.interval_ms,
@@ -284,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                                 url,
                                 rows,
                                 args.concurrency,
+                                metrics_url=metrics_url,
                                 seconds=args.seconds or None,
                                 requests=args.requests,
                                 rows_per_request=args.rows_per_request,

@@ -58,6 +58,7 @@ class PerfAnalyzerError(RuntimeError):
 class AnalyzerSettings:
     task: str
     url: str  # gRPC host:port
+    metrics_url: str | None = None  # Triton's metrics endpoint: the ONNX runners' own timing in the breakdown
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     measurement_interval_ms: int = 4000
@@ -132,7 +133,7 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
     for attempt, stability in enumerate(attempts):
         csv_path = workdir / f"{stem}.csv"
         csv_path.unlink(missing_ok=True)
-        before = snapshot(settings.url, models)
+        before = snapshot(settings.url, models, metrics_url=settings.metrics_url)
         started = time.monotonic()
         with ForeignCpu() as foreign:
             done = subprocess.run(
@@ -143,7 +144,7 @@ def run_point(settings: AnalyzerSettings, data: Path, workdir: Path, concurrency
                 timeout=settings.timeout_s,
             )
         elapsed = time.monotonic() - started
-        after = snapshot(settings.url, models)
+        after = snapshot(settings.url, models, metrics_url=settings.metrics_url)
         output = done.stdout + done.stderr
         outputs.append(output)
         (workdir / f"{stem}.log").write_text("\n".join(outputs), encoding="utf-8")

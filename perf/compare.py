@@ -242,8 +242,11 @@ def run_in_process_round(
     return out
 
 
-def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print) -> dict[tuple[str, str, int], dict]:
-    """One round of (c) (and (c) bulk) at every concurrency, through the async client."""
+def run_triton_round(
+    settings: CompareSettings, plan: dict, url: str, log=print, metrics_url: str | None = None
+) -> dict[tuple[str, str, int], dict]:
+    """One round of (c) (and (c) bulk) at every concurrency, through the async client (`metrics_url`: the server's
+    metrics endpoint, for the ONNX runners' own timing)."""
     out = {}
     for task, p in plan.items():
         for key, k, concurrency in (x for x in _settings_of(settings, plan, task) if x[0].startswith("c")):
@@ -251,6 +254,7 @@ def run_triton_round(settings: CompareSettings, plan: dict, url: str, log=print)
                 LoadSettings(
                     tasks=(task,),
                     url=url,
+                    metrics_url=metrics_url,
                     concurrency=concurrency,
                     seconds=settings.seconds / max(1, settings.rounds),
                     rows_per_request=k,
@@ -408,7 +412,7 @@ def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[
             measured.update(run_triton_round(settings, plan, settings.server_url, log))
         else:
             with server_for(settings.repository, list(plan), log_file=server_log) as server:
-                measured.update(run_triton_round(settings, plan, server.grpc_url, log))
+                measured.update(run_triton_round(settings, plan, server.grpc_url, log, server.metrics_url))
                 memory = summary(server_memory(server))
         rounds.append(measured)
         loads.append({"round": r + 1, "before_in_process": load_in_process, "before_server": load_server})

@@ -60,6 +60,7 @@ class LoadSettings:
     tasks: tuple[str, ...]  # one task, or a mix taken in turn by the workers
     url: str
     concurrency: int = 4
+    metrics_url: str | None = None  # Triton's metrics endpoint: the ONNX runners' own timing in the breakdown
     seconds: float | None = 10.0  # None: run until `requests` calls completed
     requests: int | None = None
     rows_per_request: int = 1
@@ -185,12 +186,12 @@ async def run_load_async(
         loop = _ClosedLoop(settings, rows, client)
         if settings.warmup_s > 0:
             await loop.run(settings.warmup_s, None, measured=False, minimum=len(settings.tasks))
-        before = await asyncio.to_thread(snapshot, settings.url, models)
+        before = await asyncio.to_thread(snapshot, settings.url, models, metrics_url=settings.metrics_url)
         if probe is not None:
             probed["before"] = await asyncio.to_thread(probe)
         with ForeignCpu() as foreign:  # a server started by this process is ours, not foreign
             elapsed = await loop.run(settings.seconds, settings.requests, measured=True)
-        after = await asyncio.to_thread(snapshot, settings.url, models)
+        after = await asyncio.to_thread(snapshot, settings.url, models, metrics_url=settings.metrics_url)
         if probe is not None:
             probed["after"] = await asyncio.to_thread(probe)
     per_task = {task: _task_result(tally, elapsed) for task, tally in loop.tallies.items()}

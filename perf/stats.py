@@ -10,12 +10,20 @@ ensembles, but per model and reliably.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+import urllib.request
 
 import numpy as np
 
 PERCENTILES = (50, 90, 99)
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+# The ONNX runner's own counters on Triton's metrics endpoint (deploy/python_models/onnx_runner.py: _RunnerTiming)
+RUNNER_COUNTERS = {
+    "mobilebert_runner_requests_total": "runner_requests",
+    "mobilebert_runner_request_compute_us_total": "runner_compute_us",
+}
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)")
 
 
 def percentiles_ms(latencies_s: list[float]) -> dict[str, float | None]:
@@ -33,22 +41,53 @@ def _ns(stat: dict, key: str) -> tuple[int, int]:
     return int(entry.get("count", 0)), int(entry.get("ns", 0))
 
 
-def snapshot(url: str, models: list[str], settle_s: float = 2.0) -> dict[str, dict[str, int]]:
-    """Cumulative counters of each model (version-summed): success/fail counts, stage ns, executions, inferences.
+def snapshot(
+    url: str, models: list[str], settle_s: float = 2.0, metrics_url: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Cumulative counters of each model (version-summed): success/fail counts, stage ns, executions, inferences;
+    with `metrics_url` (Triton's metrics endpoint, host:port) also the ONNX runners' own timing counters.
 
     Triton records a composing model's statistics just after the ensemble's response has gone out, so counters read
     right after the last answer can still move; they are read until two reads 50 ms apart agree (at most
     `settle_s`), which with no requests in flight means the bookkeeping is done.
     """
-    last = _read_counters(url, models)
+
+    def read() -> dict[str, dict[str, int]]:
+        counters = _read_counters(url, models)
+        if metrics_url:
+            for model, figures in runner_counters(metrics_url).items():
+                if model in counters:
+                    counters[model].update(figures)
+        return counters
+
+    last = read()
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        now = _read_counters(url, models)
+        now = read()
         if now == last:
             break
         last = now
     return last
+
+
+def runner_counters(metrics_url: str, timeout_s: float = 10.0) -> dict[str, dict[str, int]]:
+    """The ONNX runners' timing counters from Triton's Prometheus text endpoint, per model (versions summed);
+    {} where the endpoint cannot be read (the breakdown then falls back to Triton's statistics)."""
+    try:
+        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as answer:
+            text = answer.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) not in RUNNER_COUNTERS:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        figures = out.setdefault(labels.get("model", ""), dict.fromkeys(RUNNER_COUNTERS.values(), 0))
+        figures[RUNNER_COUNTERS[match.group(1)]] += int(float(match.group(3)))
+    return out
 
 
 def _read_counters(url: str, models: list[str]) -> dict[str, dict[str, int]]:
@@ -82,6 +121,7 @@ def server_breakdown(before: dict, after: dict) -> dict[str, dict]:
     """Per model, for the requests between two snapshots: counts and mean ms per request in each stage.
 
     avg_batch = inferences / executions: how many rows the model ran per execute call (the dynamic batcher's work).
+    runner_compute_ms: the ONNX runner's own per-request compute time, where its counters were read (else None).
     """
     out: dict[str, dict] = {}
     for model, end in after.items():
@@ -98,5 +138,9 @@ def server_breakdown(before: dict, after: dict) -> dict[str, dict]:
         }
         for stage in STAGES:
             row[f"{stage}_ms"] = round(d[f"{stage}_ns"] / requests / 1e6, 3) if requests else None
+        # the runner's own figure: its batch's compute per request, whether or not its streams are pipelined
+        timed = d.get("runner_requests", 0)
+        row["runner_requests"] = timed
+        row["runner_compute_ms"] = round(d.get("runner_compute_us", 0) / timed / 1e3, 3) if timed else None
         out[model] = row
     return out

@@ -73,6 +73,7 @@ def run_sweep(settings: SweepSettings, out: Path, log=print, save=None) -> dict:
                 analyzer = AnalyzerSettings(
                     task=task,
                     url=url,
+                    metrics_url=server.metrics_url,
                     concurrency=list(levels),
                     batch_sizes=[batch],
                     measurement_interval_ms=settings.interval_ms,
@@ -89,6 +90,7 @@ def run_sweep(settings: SweepSettings, out: Path, log=print, save=None) -> dict:
                 corpus_rows(task),
                 settings.load_concurrency,
                 log=log,
+                metrics_url=server.metrics_url,
                 seconds=settings.load_seconds,
                 profile="corpus",
             )

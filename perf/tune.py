@@ -125,7 +125,14 @@ def run_tuning(
             with server_for(work / v.name, tasks, log_file=Path(out) / f"tritonserver-{v.name}.log") as server:
                 for task in tasks:
                     points = run_load_sweep(
-                        task, server.grpc_url, rows[task], concurrency, log=log, seconds=seconds, profile=profile
+                        task,
+                        server.grpc_url,
+                        rows[task],
+                        concurrency,
+                        log=log,
+                        metrics_url=server.metrics_url,
+                        seconds=seconds,
+                        profile=profile,
                     )
                     measured[v.name][task].append(max(points, key=lambda p: p["seq_per_s"] or 0))
                     failed[v.name][task] += sum(p["failed"] for p in points)

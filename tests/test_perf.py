@@ -12,6 +12,7 @@ import json
 import pytest
 
 from deploy.model_configs import parse_config
+from deploy.tasks import DEPLOYMENTS
 from perf import environment
 from perf.__main__ import main as perf_main
 from perf.analyzer import AnalyzerSettings, run_analyzer
@@ -22,6 +23,7 @@ from perf.load import LOAD_TASKS, LoadSettings, run_load
 from perf.memory import by_model, server_memory, summary
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
 from perf.serving import onnx_runner_settings
+from perf.stats import runner_counters
 from perf.tune import Variant, run_tuning, variant_repository
 from perf.tune import markdown as tune_markdown
 
@@ -68,7 +70,14 @@ def analyzer_points(triton_server, perf_analyzer_ready, tmp_path_factory) -> lis
 def load_points(triton_server) -> list[dict]:
     return [
         run_load(
-            LoadSettings(tasks=(task,), url=triton_server.grpc_url, concurrency=4, seconds=2.0, warmup_s=0.5),
+            LoadSettings(
+                tasks=(task,),
+                url=triton_server.grpc_url,
+                metrics_url=triton_server.metrics_url,
+                concurrency=4,
+                seconds=2.0,
+                warmup_s=0.5,
+            ),
             {task: corpus_rows(task)},
         )
         for task in TASKS
@@ -165,6 +174,49 @@ def test_async_client_load_has_zero_failures_and_matching_server_counts(load_poi
         assert p["requests"] > 0 and p["seq_per_s"] > 0
         assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
         _check_breakdown(p, expected_requests=p["requests"])
+
+
+def test_the_runner_times_every_request_itself_on_the_metrics_endpoint(load_points):
+    """With pipelined streams Triton's compute_infer times only the hand-over to a stream; the runner's own counters
+    count exactly the requests Triton counted for it, with each one's batch compute time."""
+    for p in load_points:
+        onnx = p["server"][DEPLOYMENTS[p["task"]].onnx_model]
+        assert onnx["runner_requests"] == onnx["requests"] > 0
+        assert onnx["runner_compute_ms"] > 0
+        # a request's batch computes for at most the time the request spent in the whole ensemble
+        assert onnx["runner_compute_ms"] <= p["server"][p["task"]]["total_ms"]
+
+
+def test_runner_counters_are_read_from_prometheus_text_and_summed_over_versions():
+    import http.server
+    import threading
+
+    text = (
+        b"# HELP mobilebert_runner_requests_total requests the ONNX runner answered\n"
+        b"# TYPE mobilebert_runner_requests_total counter\n"
+        b'mobilebert_runner_requests_total{model="qa_onnx",version="1"} 12\n'
+        b'mobilebert_runner_requests_total{model="qa_onnx",version="2"} 3\n'
+        b'mobilebert_runner_request_compute_us_total{model="qa_onnx",version="1"} 1500.5\n'
+        b'nv_inference_request_success{model="qa_onnx",version="1"} 99\n'
+    )
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = runner_counters(f"127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert got == {"qa_onnx": {"runner_requests": 15, "runner_compute_us": 1500}}
+    assert runner_counters("127.0.0.1:1", timeout_s=1.0) == {}  # nothing listening: no runner figures, no error
 
 
 def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
@@ -277,8 +329,11 @@ def _assert_point_row(row: dict[str, str], point: dict) -> None:
     for column, key in (("seq/s", "seq_per_s"), ("p50 ms", "p50_ms"), ("p90 ms", "p90_ms"), ("p99 ms", "p99_ms")):
         assert _number(row[column]) == pytest.approx(point[key], abs=0.051), (task, column)
     assert _number(row["onnx rows/exec"]) == pytest.approx(point["server"][f"{task}_onnx"]["avg_batch"], abs=0.0051)
+    # the runner's own timing where the point read it (load points), else Triton's compute_infer (perf_analyzer)
+    onnx = point["server"][f"{task}_onnx"]
+    own = onnx.get("runner_compute_ms")
     assert _number(row["onnx infer ms"]) == pytest.approx(
-        point["server"][f"{task}_onnx"]["compute_infer_ms"], abs=0.051
+        own if own is not None else onnx["compute_infer_ms"], abs=0.051
     )
     assert _number(row["tokenizer ms"]) == pytest.approx(_stage_ms(point, "tokenizer"), abs=0.051)
     assert _number(row["post ms"]) == pytest.approx(_stage_ms(point, f"{task}_post"), abs=0.051)

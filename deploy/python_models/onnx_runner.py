@@ -17,6 +17,8 @@ padding back, responses) as it would if one batch were split across them.
 import json
 import queue
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,6 +65,7 @@ class TritonPythonModel:
                         self.trim_padding = False
                     axes[axis] = size
             self.sequence_axes[name] = axes
+        self._timing = _RunnerTiming(args["model_name"], args["model_version"])
         self._idle_streams = queue.SimpleQueue()
         for stream in range(self.spec.streams):
             self._idle_streams.put(stream)
@@ -78,7 +81,10 @@ class TritonPythonModel:
             except Exception as exc:  # a malformed request fails alone
                 parsed.append(exc)
         if self._workers is None:
-            return self._responses(parsed, stream=0)
+            started = time.perf_counter()
+            responses = self._responses(parsed, stream=0)
+            self._timing.add(len(requests), time.perf_counter() - started)
+            return responses
         stream = self._idle_streams.get()  # blocks while every stream runs a batch: the batcher keeps batching
         try:
             senders = [request.get_response_sender() for request in requests]
@@ -92,11 +98,13 @@ class TritonPythonModel:
     def _serve(self, requests, parsed, senders, stream):
         """One batch on `stream`'s thread; every request gets exactly one final response, whatever happens.
         `requests` rides along so the request objects (whose input tensors `parsed` views) live until answered."""
+        started = time.perf_counter()
         try:
             try:
                 responses = self._responses(parsed, stream)
             except Exception as exc:
                 responses = [_error(exc, self.spec.engine) for _ in senders]
+            self._timing.add(len(senders), time.perf_counter() - started)
             for sender, response in zip(senders, responses, strict=True):
                 _send_final(sender, response, self.spec.engine)
         finally:
@@ -105,6 +113,7 @@ class TritonPythonModel:
     def finalize(self):
         if self._workers is not None:
             self._workers.shutdown(wait=True)  # batches in flight are answered before the instance goes
+        self._timing.close()
 
     def _responses(self, parsed, stream):
         responses = [None] * len(parsed)
@@ -195,6 +204,46 @@ class TritonPythonModel:
                 pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs, strict=True)
             ]
         )
+
+
+class _RunnerTiming:
+    """How long each request's batch took to compute (inputs to responses, on its stream), as two counters on
+    Triton's metrics endpoint: `mobilebert_runner_requests_total` and `mobilebert_runner_request_compute_us_total`
+    (the batch's time, counted once per request in it). Triton's own statistics cannot say this once streams are
+    pipelined: its compute_infer times execute(), which then returns at the hand-over to a stream, so it measures the
+    wait for a free stream. perf reads these counters (perf/stats.py) as the runner's "onnx infer ms"."""
+
+    def __init__(self, model, version):
+        labels = {"model": model, "version": str(version)}
+        counter = pb_utils.MetricFamily.COUNTER
+        self._families, self._metrics = (), ()
+        self._lock = threading.Lock()
+        try:
+            requests = pb_utils.MetricFamily(
+                name="mobilebert_runner_requests_total", description="requests the ONNX runner answered", kind=counter
+            )
+            compute = pb_utils.MetricFamily(
+                name="mobilebert_runner_request_compute_us_total",
+                description="per request, microseconds its batch computed (inputs to responses, on its stream)",
+                kind=counter,
+            )
+            self._families = (requests, compute)
+            self._metrics = (requests.Metric(labels=labels), compute.Metric(labels=labels))
+        except Exception as exc:  # a server started with metrics off: serving goes on untimed
+            pb_utils.Logger.log_warn(f"{model}: runner timing not on the metrics endpoint: {exc}")
+
+    def add(self, requests, seconds):
+        # one at a time: the Python backend's metric calls are not safe from several threads at once (two streams
+        # incrementing together crashed tritonserver 2.51 with SIGSEGV in libtriton_python.so)
+        with self._lock:
+            if self._metrics:
+                self._metrics[0].increment(requests)
+                self._metrics[1].increment(requests * seconds * 1e6)
+
+    def close(self):
+        with self._lock:
+            self._metrics = ()  # a Metric must go before its family
+            self._families = ()
 
 
 def _sequence_size(dim):
