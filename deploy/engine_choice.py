@@ -49,11 +49,11 @@ class EngineTrial:
     length: int = 128
     # Resident memory one runner's engine may add (its graph, compiled kernels and working memory after every stream
     # ran the whole mix). A faster candidate over it is passed over unless none fits: on an AMD EPYC Zen 4 OpenVINO's
-    # INT8-QDQ multiple-choice graph at bf16 was 16% faster than onnxruntime's and took ~600 MB against ~100, growing
-    # ~67 MB with every new input shape, which alone put the repository past issue 15's 1.6 GB. Speed is not given up
-    # at any price, though: one over the limit still wins when it is `over_limit_speedup` times as fast as the best
-    # within it (OpenVINO's bf16 on AMX: ~1.8x onnxruntime's INT8 in issue 15's figures). On the Zen 4 the
-    # multiple-choice INT8-QDQ graph measured 1.07x to 1.44x in successive builds at 6-8x the memory: below 1.5x.
+    # INT8-QDQ multiple-choice graph at bf16 measured 1.07x to 1.44x onnxruntime's speed in successive builds at 6-8x
+    # its memory (775 MB against 136, growing with every new input shape), which alone would put the repository past
+    # issue 15's 1.6 GB. Speed is not given up at any price, though: one over the limit still wins when it is
+    # `over_limit_speedup` times as fast as the best within it (OpenVINO's bf16 on AMX: ~1.8x onnxruntime's INT8 in
+    # issue 15's figures).
     max_engine_mb: float = 256.0
     over_limit_speedup: float = 1.5
 

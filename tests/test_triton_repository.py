@@ -547,7 +547,9 @@ def test_place_graph_moves_weights_beside_the_graph_without_touching_the_hard_li
     target.parent.mkdir(parents=True)
     os.link(source, target)  # what an older build left: a hard link of the export's file
     place_graph(source, target)
-    place_graph(source, target)  # a rebuild over its own output
+    written = target.stat().st_mtime_ns, target.stat().st_ino
+    place_graph(source, target)  # a rebuild over its own output, from the same export file: left as it is
+    assert (target.stat().st_mtime_ns, target.stat().st_ino) == written
     assert source.read_bytes() == original and source.stat().st_ino != target.stat().st_ino
     data = target.with_name("model.fp32.onnx.data")
     assert data.stat().st_size >= len(weight.raw_data) and data.stat().st_mode & 0o444 == 0o444
@@ -555,3 +557,24 @@ def test_place_graph_moves_weights_beside_the_graph_without_touching_the_hard_li
     x = np.ones((1, 64), np.float32)
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ numpy_helper.to_array(weight), rtol=1e-6)
+    # a new export of the graph (other weights, a newer file) is written over the placed one
+    source.chmod(0o600)
+    exported_at = source.stat().st_mtime_ns
+    onnx.save(
+        helper.make_model(
+            helper.make_graph(
+                graph.node,
+                "g",
+                graph.input,
+                graph.output,
+                [numpy_helper.from_array(numpy_helper.to_array(weight) * 2, "w")],
+            ),
+            opset_imports=[helper.make_opsetid("", 17)],
+        ),
+        source,
+    )
+    later = exported_at + 10**9  # same size: a clock coarser than the test must not hide the new export
+    os.utime(source, ns=(later, later))
+    place_graph(source, target)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], 2 * (x @ numpy_helper.to_array(weight)), rtol=1e-6)
