@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deploy.engine_choice import EngineTrial, choose, trial_feed, trial_feeds
+from deploy.model_configs import CpuSettings
 from export.cpu import cpu_signature
 from export.engine_validation import openvino_precisions
 from export.graph_engines import EngineSpec
@@ -57,7 +58,7 @@ def main() -> None:
         # the build's serving-like mix of batch sizes and lengths, and one full batch alone (what in-process
         # benchmarks usually report)
         for mix, feeds in (("mix", trial_feeds(dims, trial, 30522)), ("full", [trial_feed(dims, trial, 30522)])):
-            choice = choose(folder, specs(args.threads), feeds, trial)
+            choice = choose(folder, specs(args.threads), feeds, trial, CpuSettings.max_run_tokens)
             base = next(
                 m["seq_per_s"] for m in choice.measured if m["label"].startswith("onnxruntime int8-dynamic 2x1")
             )

@@ -54,7 +54,7 @@ PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 RUNNER_SOURCE = PYTHON_MODELS / "onnx_runner.py"
 ENGINES_SOURCE = Path(graph_engines.__file__)  # the runner imports it from its version folder
 BOUNDED_RUNS_SOURCE = PYTHON_MODELS / "bounded_runs.py"  # likewise
-PLACED_FROM = "mobilebert_triton.placed_from"  # graph metadata: size:mtime of the export file a graph was written from
+PLACED_FROM = "mobilebert_triton.placed_from"  # graph metadata: inode:size:mtime of the export file it came from
 
 
 class BuildError(RuntimeError):
@@ -176,8 +176,10 @@ def place_graph(source: Path, target: Path) -> None:
 
     data = target.with_name(f"{target.name}.data")
     stat = source.stat()
-    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-    if _placed_from(source, target) == stamp:
+    stamp = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+    if _placed_from(source, target, data) == stamp:
+        if data.exists():  # a build stopped between writing and this may have left it owner-only
+            data.chmod(target.stat().st_mode & 0o777 | 0o444)
         return
     for old in (target, data):
         if old.exists() or old.is_symlink():
@@ -198,15 +200,22 @@ def place_graph(source: Path, target: Path) -> None:
         data.chmod(target.stat().st_mode & 0o777 | 0o444)
 
 
-def _placed_from(source: Path, target: Path) -> str | None:
-    """The source stamp `place_graph` wrote into `target`, or None (no target, a hard link of the source, or not
-    readable as a graph)."""
+def _placed_from(source: Path, target: Path, data: Path) -> str | None:
+    """The source stamp `place_graph` wrote into `target`, or None where it must be written anew: no target, a hard
+    link of the source, not readable as a graph, or its weights file `data` missing or shorter than the graph says."""
     import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     try:
         if target.samefile(source):
             return None
         graph = onnx.load(str(target), load_external_data=False)
+        ends = [
+            (info.offset or 0) + (info.length or 0)
+            for info in (ExternalDataInfo(t) for t in graph.graph.initializer if uses_external_data(t))
+        ]
+        if ends and (not data.is_file() or data.stat().st_size < max(ends)):
+            return None
     except Exception:  # missing, truncated or not protobuf (DecodeError): written anew
         return None
     return next((p.value for p in graph.metadata_props if p.key == PLACED_FROM), None)

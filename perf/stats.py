@@ -10,11 +10,15 @@ ensembles, but per model and reliably.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import logging
 import re
 import time
 import urllib.request
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 PERCENTILES = (50, 90, 99)
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
@@ -55,7 +59,10 @@ def snapshot(
     def read() -> dict[str, dict[str, int]]:
         counters = _read_counters(url, models)
         if metrics_url:
-            for model, figures in runner_counters(metrics_url).items():
+            runners = runner_counters(metrics_url)
+            if not runners:
+                logger.warning("no ONNX runner counters at %s: 'onnx infer ms' falls back to Triton's", metrics_url)
+            for model, figures in runners.items():
                 if model in counters:
                     counters[model].update(figures)
         return counters
@@ -75,9 +82,9 @@ def runner_counters(metrics_url: str, timeout_s: float = 10.0) -> dict[str, dict
     """The ONNX runners' timing counters from Triton's Prometheus text endpoint, per model (versions summed);
     {} where the endpoint cannot be read (the breakdown then falls back to Triton's statistics)."""
     try:
-        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as answer:
-            text = answer.read().decode("utf-8", errors="replace")
-    except OSError:
+        with urllib.request.urlopen(f"http://{metrics_url.removeprefix('http://')}/metrics", timeout=timeout_s) as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException, ValueError):  # down, a broken answer, a malformed URL
         return {}
     out: dict[str, dict[str, int]] = {}
     for line in text.splitlines():
@@ -86,7 +93,8 @@ def runner_counters(metrics_url: str, timeout_s: float = 10.0) -> dict[str, dict
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
         figures = out.setdefault(labels.get("model", ""), dict.fromkeys(RUNNER_COUNTERS.values(), 0))
-        figures[RUNNER_COUNTERS[match.group(1)]] += int(float(match.group(3)))
+        with contextlib.suppress(ValueError):  # NaN or Inf: not a count
+            figures[RUNNER_COUNTERS[match.group(1)]] += int(float(match.group(3)))
     return out
 
 
@@ -126,7 +134,7 @@ def server_breakdown(before: dict, after: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for model, end in after.items():
         start = before.get(model, {})
-        d = {k: v - start.get(k, 0) for k, v in end.items()}
+        d = {k: v - start.get(k, 0) for k, v in end.items() if k in start or not k.startswith("runner_")}
         requests = d["success"]
         row = {
             "requests": requests,
@@ -138,9 +146,11 @@ def server_breakdown(before: dict, after: dict) -> dict[str, dict]:
         }
         for stage in STAGES:
             row[f"{stage}_ms"] = round(d[f"{stage}_ns"] / requests / 1e6, 3) if requests else None
-        # the runner's own figure: its batch's compute per request, whether or not its streams are pipelined
+        # the runner's own figure: its batch's compute per request, whether or not its streams are pipelined; only
+        # where both snapshots read it and its counters did not restart (a reloaded stub starts from zero)
         timed = d.get("runner_requests", 0)
-        row["runner_requests"] = timed
-        row["runner_compute_ms"] = round(d.get("runner_compute_us", 0) / timed / 1e3, 3) if timed else None
+        measured = timed > 0 and d.get("runner_compute_us", -1) >= 0
+        row["runner_requests"] = timed if measured else None
+        row["runner_compute_ms"] = round(d["runner_compute_us"] / timed / 1e3, 3) if measured else None
         out[model] = row
     return out

@@ -171,7 +171,7 @@ def markdown(tuning: dict) -> list[str]:
         f"## Tuning: variants of the CPU runner config ({tuning['profile']} input, best of {tuning['rounds']} "
         f"interleaved rounds, {tuning['seconds']:g} s per concurrency level)",
         "",
-        f"| variant | instances x [streams x] threads, queue delay, preferred batch | {head} |",
+        f"| variant | instances x [streams x] threads, queue delay, preferred batch, trim, run bound | {head} |",
         "|---|---|" + "---:|" * len(tasks),
     ]
     base = tuning["variants"][0]

@@ -23,7 +23,7 @@ from perf.load import LOAD_TASKS, LoadSettings, run_load
 from perf.memory import by_model, server_memory, summary
 from perf.report import COMPARISON_COLUMNS, POINT_COLUMNS, write_report
 from perf.serving import onnx_runner_settings
-from perf.stats import runner_counters
+from perf.stats import runner_counters, server_breakdown
 from perf.tune import Variant, run_tuning, variant_repository
 from perf.tune import markdown as tune_markdown
 
@@ -197,6 +197,7 @@ def test_runner_counters_are_read_from_prometheus_text_and_summed_over_versions(
         b'mobilebert_runner_requests_total{model="qa_onnx",version="1"} 12\n'
         b'mobilebert_runner_requests_total{model="qa_onnx",version="2"} 3\n'
         b'mobilebert_runner_request_compute_us_total{model="qa_onnx",version="1"} 1500.5\n'
+        b'mobilebert_runner_request_compute_us_total{model="qa_onnx",version="2"} 2.5e+03 1700000000000\n'
         b'nv_inference_request_success{model="qa_onnx",version="1"} 99\n'
     )
 
@@ -215,8 +216,26 @@ def test_runner_counters_are_read_from_prometheus_text_and_summed_over_versions(
         got = runner_counters(f"127.0.0.1:{server.server_port}")
     finally:
         server.shutdown()
-    assert got == {"qa_onnx": {"runner_requests": 15, "runner_compute_us": 1500}}
+    assert got == {"qa_onnx": {"runner_requests": 15, "runner_compute_us": 4000}}  # exponent and timestamp read
     assert runner_counters("127.0.0.1:1", timeout_s=1.0) == {}  # nothing listening: no runner figures, no error
+    assert runner_counters("not a host:port") == {}
+
+
+def test_the_runner_figure_is_given_only_when_both_snapshots_read_it_and_it_did_not_restart():
+    stages = {f"{s}_ns": 0 for s in ("queue", "compute_input", "compute_infer", "compute_output")}
+    base = {"success": 10, "fail": 0, "executions": 5, "inferences": 10, "success_ns": 10**8, **stages}
+    later = {**base, "success": 20, "executions": 9, "inferences": 20, "success_ns": 2 * 10**8}
+    timed = {"runner_requests": 10, "runner_compute_us": 50_000}
+    both = server_breakdown(
+        {"m": {**base, **timed}}, {"m": {**later, "runner_requests": 20, "runner_compute_us": 90_000}}
+    )
+    assert both["m"]["runner_requests"] == 10 and both["m"]["runner_compute_ms"] == 4.0
+    only_after = server_breakdown({"m": base}, {"m": {**later, **timed}})  # totals since start: not this window's
+    assert only_after["m"]["runner_compute_ms"] is None and only_after["m"]["requests"] == 10
+    restarted = server_breakdown(
+        {"m": {**base, **timed}}, {"m": {**later, "runner_requests": 4, "runner_compute_us": 9}}
+    )
+    assert restarted["m"]["runner_compute_ms"] is None
 
 
 def test_comparison_has_all_three_candidates_and_their_ratios(comparison):

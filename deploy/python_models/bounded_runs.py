@@ -39,12 +39,16 @@ def row_slices(rows: int, tokens_per_row: int, max_tokens: int) -> list[slice]:
 
 
 def run_bounded(
-    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feed: dict[str, np.ndarray], max_tokens: int
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    feed: dict[str, np.ndarray],
+    max_tokens: int,
+    tokens_per_row: int | None = None,
 ) -> list[np.ndarray]:
     """`run(feed)`, as slices of at most `max_tokens` tokens whose outputs are joined along the batch axis (every
-    output's first axis is the batch). A batch within the bound runs as it is."""
+    output's first axis is the batch). A row's tokens are `tokens_per_row` where given (the runner: the batch's real
+    length once its padding is trimmed), else its padded size. A batch within the bound runs as it is."""
     rows = next(iter(feed.values())).shape[0]
-    slices = row_slices(rows, row_tokens(feed), max_tokens)
+    slices = row_slices(rows, tokens_per_row or row_tokens(feed), max_tokens)
     if len(slices) == 1:
         return run(feed)
     parts = [run({name: array[part] for name, array in feed.items()}) for part in slices]

@@ -15,6 +15,7 @@ padding back, responses) as it would if one batch were split across them.
 """
 
 import json
+import os
 import queue
 import re
 import threading
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from bounded_runs import run_bounded
+from bounded_runs import row_tokens, run_bounded
 from graph_engines import LENGTH_STEP, EngineSpec, open_engine
 
 
@@ -48,7 +49,8 @@ class TritonPythonModel:
         }
         self.limits = {k: v for k, v in self.limits.items() if v}
         self.max_length = int(params.get("max_position_embeddings", "512"))
-        # every engine run holds at most this many tokens (bounded_runs.py: bounded working memory, no speed lost)
+        # every engine run holds at most this many tokens, or one row where a row is longer (bounded_runs.py: bounded
+        # working memory, no speed lost); multiple choice (one unbatched [1, choices, length] request) runs whole
         self.max_run_tokens = int(params["max_run_tokens"])
         # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
         # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
@@ -83,7 +85,7 @@ class TritonPythonModel:
         if self._workers is None:
             started = time.perf_counter()
             responses = self._responses(parsed, stream=0)
-            self._timing.add(len(requests), time.perf_counter() - started)
+            self._timing.add(len(requests), time.perf_counter() - started)  # never raises
             return responses
         stream = self._idle_streams.get()  # blocks while every stream runs a batch: the batcher keeps batching
         try:
@@ -104,9 +106,10 @@ class TritonPythonModel:
                 responses = self._responses(parsed, stream)
             except Exception as exc:
                 responses = [_error(exc, self.spec.engine) for _ in senders]
-            self._timing.add(len(senders), time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
             for sender, response in zip(senders, responses, strict=True):
                 _send_final(sender, response, self.spec.engine)
+            self._timing.add(len(senders), elapsed)  # after the answers: timing never holds one back
         finally:
             self._idle_streams.put(stream)
 
@@ -169,8 +172,22 @@ class TritonPythonModel:
                 responses[index] = _error(exc, self.spec.engine)
 
     def _run_bounded(self, feed, stream):
-        """The batch as engine runs of at most max_run_tokens tokens, each trimmed to its own longest text."""
-        return run_bounded(lambda part: self._run(part, stream), feed, self.max_run_tokens)
+        """The batch as engine runs of at most max_run_tokens tokens (counted at the batch's real length, not its
+        bucket's), each trimmed to its own longest text."""
+        length = feed["input_ids"].shape[-1] if "input_ids" in feed else 0
+        used = self._used_length(feed, length) if length else 0
+        per_row = row_tokens(feed) // length * used if length else None
+        return run_bounded(lambda part: self._run(part, stream), feed, self.max_run_tokens, per_row)
+
+    def _used_length(self, feed, length):
+        """The columns a run of `feed` needs: up to its longest text plus one (all of them without trimming)."""
+        if not self.trim_padding:
+            return length
+        columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
+        # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
+        used = int(columns[-1]) + 2 if columns.size else 1
+        step = LENGTH_STEP[self.spec.engine]  # OpenVINO: few distinct shapes (see graph_engines)
+        return min(length, -(-used // step) * step)
 
     def _run(self, feed, stream):
         """One engine call at the batch's real length.
@@ -180,13 +197,7 @@ class TritonPythonModel:
         get zero attention weight, so the real positions' results do not change.
         """
         length = feed["input_ids"].shape[-1] if "input_ids" in feed else 0
-        used = length
-        if self.trim_padding and length:
-            columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
-            # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
-            used = int(columns[-1]) + 2 if columns.size else 1
-            step = LENGTH_STEP[self.spec.engine]  # OpenVINO: few distinct shapes (see graph_engines)
-            used = min(length, -(-used // step) * step)
+        used = self._used_length(feed, length) if length else length
         trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
         outputs = self.engine.run(trimmed, stream)
         if used == length:
@@ -214,7 +225,10 @@ class _RunnerTiming:
     wait for a free stream. perf reads these counters (perf/stats.py) as the runner's "onnx infer ms"."""
 
     def __init__(self, model, version):
-        labels = {"model": model, "version": str(version)}
+        # the process in the labels: a reload or a second instance starts another stub of the same model, and Triton
+        # shares one Prometheus counter between Metrics of equal labels while counting their references per
+        # process, so one stub's exit would free the counter the other still increments (Triton issue #8663)
+        labels = {"model": model, "version": str(version), "pid": str(os.getpid())}
         counter = pb_utils.MetricFamily.COUNTER
         self._families, self._metrics = (), ()
         self._lock = threading.Lock()
@@ -233,16 +247,22 @@ class _RunnerTiming:
             pb_utils.Logger.log_warn(f"{model}: runner timing not on the metrics endpoint: {exc}")
 
     def add(self, requests, seconds):
+        """Count `requests` answered (errors included) whose batch took `seconds`; a failure only stops the timing."""
         # one at a time: the Python backend's metric calls are not safe from several threads at once (two streams
         # incrementing together crashed tritonserver 2.51 with SIGSEGV in libtriton_python.so)
         with self._lock:
-            if self._metrics:
+            if not self._metrics:
+                return
+            try:
                 self._metrics[0].increment(requests)
                 self._metrics[1].increment(requests * seconds * 1e6)
+            except Exception as exc:
+                self._metrics = ()
+                pb_utils.Logger.log_warn(f"runner timing stopped: {exc}")
 
     def close(self):
         with self._lock:
-            self._metrics = ()  # a Metric must go before its family
+            self._metrics = ()
             self._families = ()
 
 
