@@ -69,7 +69,7 @@ def stand_in(monkeypatch):
     StandInClient.made = []
     StandInClient.failing = frozenset()
     monkeypatch.setattr(client, "AsyncMobileBertClient", StandInClient)
-    monkeypatch.setattr(load, "snapshot", lambda url, models: {})  # no server: no statistics to read
+    monkeypatch.setattr(load, "snapshot", lambda url, models, metrics_url=None: {})  # no server: no statistics to read
     return StandInClient
 
 
