@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens one engine run holds at most (larger batches run as slices: bounded memory)",
     )
     build.add_argument(
+        "--runs-in-order",
+        action="store_true",
+        help="run a batch's rows in arrival order, not rows of similar length together (less padding)",
+    )
+    build.add_argument(
         "--engine",
         choices=("auto", "onnxruntime", "openvino"),
         default=CpuSettings.engine,
@@ -135,6 +140,7 @@ def _build(args: argparse.Namespace) -> int:
                 instances=args.instances,
                 streams=args.streams,
                 max_run_tokens=args.max_run_tokens,
+                pack_runs=not args.runs_in_order,
                 engine=args.engine,
             ),
             export_dir=args.export_dir,

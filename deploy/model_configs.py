@@ -107,6 +107,9 @@ class CpuSettings:
     # 128 tokens kept each runner's working memory from growing with the batches sustained load forms, and ran as fast
     # as 8-16 rows (figures in bounded_runs.py and README "Memory").
     max_run_tokens: int = 512
+    # Rows of similar real length share a run (bounded_runs.plan_runs): less padding computed, +3% on 4-row batches
+    # and +15% on 8-16-row batches of 65..127-token texts on a Zen 4; False runs them in arrival order.
+    pack_runs: bool = True
     # "auto": measured at build among onnxruntime and the engines validated on this CPU; or force one.
     engine: str = "auto"
 
@@ -216,6 +219,7 @@ def onnx_cpu_config(
         config.parameters[key].string_value = value
     config.parameters["trim_padding"].string_value = "true" if cpu.trim_padding else "false"
     config.parameters["max_run_tokens"].string_value = str(cpu.max_run_tokens)
+    config.parameters["pack_runs"].string_value = "true" if cpu.pack_runs else "false"
     config.parameters["output_axes"].string_value = json.dumps(output_axes, separators=(",", ":"))
     for key, value in (limits or {}).items():  # input ranges the runner checks (vocab_size, ...)
         config.parameters[key].string_value = str(value)

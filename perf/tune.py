@@ -35,11 +35,12 @@ class Variant:
     preferred: tuple[int, ...] = BatchingSettings.preferred_batch_sizes
     trim_padding: bool = CpuSettings.trim_padding
     max_run_tokens: int = CpuSettings.max_run_tokens
+    pack_runs: bool = CpuSettings.pack_runs
 
     def describe(self) -> str:
         pref = "/".join(str(p) for p in self.preferred) or "none"
         trim = "" if self.trim_padding else ", no trim"
-        runs = f", runs <= {self.max_run_tokens} tokens"
+        runs = f", runs <= {self.max_run_tokens} tokens" + ("" if self.pack_runs else " in arrival order")
         layout = (
             f"{self.instances}x{self.threads}"
             if self.streams == 1
@@ -61,6 +62,7 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
     Variant("no-trim", trim_padding=False),
     Variant("runs1024", max_run_tokens=1024),
     Variant("runs-unbounded", max_run_tokens=64 * 512),
+    Variant("runs-in-order", pack_runs=False),
 )
 
 
@@ -87,6 +89,7 @@ def variant_repository(source: Path, dest: Path, variant: Variant, tasks: list[s
         config.parameters["streams"].string_value = str(variant.streams)
         config.parameters["trim_padding"].string_value = "true" if variant.trim_padding else "false"
         config.parameters["max_run_tokens"].string_value = str(variant.max_run_tokens)
+        config.parameters["pack_runs"].string_value = "true" if variant.pack_runs else "false"
         if config.HasField("dynamic_batching"):
             config.dynamic_batching.max_queue_delay_microseconds = variant.max_queue_delay_us
             del config.dynamic_batching.preferred_batch_size[:]

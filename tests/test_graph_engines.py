@@ -6,6 +6,7 @@ whose runner is OpenVINO with two streams in one instance.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from deploy.build import BuildSettings, build_repository
 from deploy.cpu_check import graphs_not_validated_here
 from deploy.engine_choice import EngineTrial, candidates, choose, pick, trial_feed, trial_feeds
 from deploy.model_configs import CpuSettings, parse_config
-from deploy.python_models.bounded_runs import row_slices, row_tokens, run_bounded
+from deploy.python_models.bounded_runs import choices_per_row, plan_runs, row_lengths, run_bounded, run_planned
 from deploy.server import start_on_free_ports
 from deploy.tasks import DEPLOYMENTS
 from export.cpu import cpu_signature
@@ -127,21 +128,80 @@ def test_two_streams_run_batches_at_once_on_one_engine_with_the_single_stream_re
             two.run(feeds[0], stream=2)
 
 
-def test_row_slices_cover_every_row_once_within_the_token_bound():
-    for rows, per_row, bound in [(10, 128, 512), (7, 100, 512), (3, 600, 512), (16, 1, 5), (1, 128, 512), (0, 8, 8)]:
-        slices = row_slices(rows, per_row, bound)
-        covered = [i for part in slices for i in range(rows)[part]]
-        assert covered == list(range(rows))
-        # every slice within the bound, except a row that alone exceeds it
-        assert all((part.stop - part.start) * per_row <= bound or part.stop - part.start == 1 for part in slices)
-    assert len(row_slices(10, 128, 512)) == 3 and len(row_slices(3, 600, 512)) == 3
+def _run_tokens(run, lengths, choices=1):
+    return len(run) * choices * max(lengths[i] for i in run)
+
+
+def test_planned_runs_cover_every_row_once_within_the_token_bound():
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(1, 129, rows).tolist() for rows in (1, 5, 16, 31)] + [[600, 30, 600], [128] * 10, [1] * 16]
+    for lengths in cases:
+        for bound in (5, 130, 512):
+            runs = plan_runs(lengths, bound)
+            assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
+            # every run within the bound, except a row that alone exceeds it
+            assert all(_run_tokens(run, lengths) <= bound or len(run) == 1 for run in runs)
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
-        row_slices(4, 8, 0)
+        plan_runs([8, 8], 0)
+
+
+def test_equal_lengths_run_as_the_fewest_consecutive_slices():
+    runs = plan_runs([128] * 10, 512)
+    assert [r.tolist() for r in runs] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [len(r) for r in plan_runs([32] * 6, 64, choices=2)] == [1] * 6  # 2 choices of 32 tokens fill a run
+    assert [r.tolist() for r in plan_runs([], 512)] == [[]]
+
+
+def test_rows_of_similar_length_share_a_run_instead_of_padding_to_a_long_neighbour():
+    lengths = [128, 40, 128, 40, 128, 40, 128, 40]
+    runs = [sorted(r.tolist()) for r in plan_runs(lengths, 512)]
+    assert sorted(runs) == [[0, 2, 4, 6], [1, 3, 5, 7]]  # 160 + 512 tokens, not 2 x 512 in arrival order
+
+
+def test_the_plan_costs_no_more_than_any_other_cut_of_the_sorted_rows():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        lengths = rng.integers(10, 129, rng.integers(1, 9)).tolist()
+        bound, overhead = int(rng.choice([128, 256, 512])), int(rng.choice([0, 32, 100]))
+        ordered = sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+        def cost(runs, lengths=lengths, overhead=overhead):
+            return sum(overhead + _run_tokens(run, lengths) for run in runs)
+
+        def allowed(runs, lengths=lengths, bound=bound):
+            return all(_run_tokens(run, lengths) <= bound or len(run) == 1 for run in runs)
+
+        candidates = []
+        for cuts in itertools.product([False, True], repeat=len(lengths) - 1):
+            runs, current = [], [ordered[0]]
+            for cut, index in zip(cuts, ordered[1:], strict=True):
+                if cut:
+                    runs.append(current)
+                    current = []
+                current.append(index)
+            candidates.append([*runs, current])
+        best = min(cost(runs) for runs in candidates if allowed(runs))
+        plan = plan_runs(lengths, bound, overhead_tokens=overhead)
+        assert allowed(plan) and cost(plan) == best
+
+
+def test_row_lengths_are_the_last_attended_token_plus_its_right_neighbour_rounded_to_the_step():
+    mask = np.zeros((4, 10), np.int64)
+    mask[0, :3] = 1
+    mask[1, :10] = 1
+    mask[2, :9] = 1
+    assert row_lengths(mask).tolist() == [4, 10, 10, 1]  # the padded length at most; nothing attended: 1
+    assert row_lengths(mask, step=4).tolist() == [4, 10, 10, 4]
+    choices = np.zeros((2, 3, 16), np.int64)
+    choices[0, 1, :5] = 1
+    choices[1, :, :2] = 1
+    assert row_lengths(choices).tolist() == [6, 3]  # a multiple-choice row: its longest choice
+    assert choices_per_row({"input_ids": choices}) == 3 and choices_per_row({"input_ids": mask}) == 1
 
 
 def test_a_batch_over_the_bound_runs_as_slices_whose_outputs_join_in_order():
     feed = {"input_ids": np.arange(6 * 4 * 8).reshape(6, 4, 8), "attention_mask": np.ones((6, 4, 8), np.int64)}
-    assert row_tokens(feed) == 32  # a multiple-choice row: 4 choices of 8 tokens
+    assert choices_per_row(feed) == 4  # a multiple-choice row: 4 choices of 8 tokens
     seen = []
 
     def run(part):
@@ -156,6 +216,24 @@ def test_a_batch_over_the_bound_runs_as_slices_whose_outputs_join_in_order():
     seen.clear()
     run_bounded(run, feed, 6 * 32)
     assert seen == [6]  # within the bound: one run, as it came
+
+
+def test_runs_of_reordered_rows_answer_each_row_in_its_place():
+    feed = {"input_ids": np.arange(5 * 4).reshape(5, 4), "attention_mask": np.ones((5, 4), np.int64)}
+    runs = [np.array([3, 1]), np.array([4, 0, 2])]
+    seen = []
+
+    def run(part):
+        seen.append(part["input_ids"][:, 0].tolist())
+        return [part["input_ids"][:, 0] * 10, part["input_ids"][:, 1:] + 1]
+
+    got = run_planned(run, feed, runs)
+    assert seen == [[12, 4], [16, 0, 8]]
+    np.testing.assert_array_equal(got[0], feed["input_ids"][:, 0] * 10)
+    np.testing.assert_array_equal(got[1], feed["input_ids"][:, 1:] + 1)
+    seen.clear()
+    run_planned(run, feed, [np.array([4, 3, 2, 1, 0])])
+    assert seen == [[0, 4, 8, 12, 16]]  # one run of every row: the feed as it came
 
 
 @pytest.mark.functional
@@ -173,6 +251,18 @@ def test_bounded_runs_of_a_real_graph_give_the_whole_batch_results(exported_smal
     sliced = run_bounded(engine.run, feed, 48)  # 2 rows per run
     for a, b in zip(whole, sliced, strict=True):
         assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # texts of 6..24 tokens: the rows run reordered, short ones together, and each answer lands in its own row
+    for row, length in enumerate([24, 6, 20, 8, 23, 7, 12]):
+        feed["attention_mask"][row, length:] = 0
+    whole = engine.run(feed)
+    runs = []
+    lengths = row_lengths(feed["attention_mask"])
+    packed = run_bounded(lambda part: runs.append(part) or engine.run(part), feed, 48, lengths)
+    planned = plan_runs(lengths, 48)
+    assert [len(part["input_ids"]) for part in runs] == [len(rows) for rows in planned]
+    assert max(len(rows) for rows in planned) > 2  # short rows share a run: not the 2-row slices of the padding
+    for a, b in zip(whole, packed, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 

@@ -510,7 +510,14 @@ def test_perf_memory_serves_the_whole_repository_loads_every_task_and_reports_ev
 def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repository, tmp_path):
     repository, _ = built_repository
     variant = Variant(
-        "probe", instances=3, threads=1, max_queue_delay_us=700, preferred=(4,), trim_padding=False, max_run_tokens=96
+        "probe",
+        instances=3,
+        threads=1,
+        max_queue_delay_us=700,
+        preferred=(4,),
+        trim_padding=False,
+        max_run_tokens=96,
+        pack_runs=False,
     )
     copy = variant_repository(repository, tmp_path / "probe", variant, ["question_answering"])
     config = parse_config(copy / "question_answering_onnx" / "config.pbtxt")
@@ -518,6 +525,7 @@ def test_tune_variants_change_only_the_runner_configs_and_report_each(built_repo
     assert config.parameters["intra_op_threads"].string_value == "1"
     assert config.parameters["trim_padding"].string_value == "false"
     assert config.parameters["max_run_tokens"].string_value == "96"
+    assert config.parameters["pack_runs"].string_value == "false"
     assert config.dynamic_batching.max_queue_delay_microseconds == 700
     assert list(config.dynamic_batching.preferred_batch_size) == [4]
     original = parse_config(repository / "question_answering_onnx" / "config.pbtxt")

@@ -488,8 +488,8 @@ def test_onnx_runner_runs_a_batch_at_its_real_length_not_the_bucket(triton_serve
 
 
 def test_a_batch_over_the_run_bound_is_served_as_slices_with_the_whole_batch_results(triton_server_fp32, demo_small):
-    """12 rows x 64 tokens exceed the runner's max_run_tokens (512): it runs them as slices, each trimmed to its own
-    longest text, and answers as the whole batch run in-process does."""
+    """12 rows x 64 tokens exceed the runner's max_run_tokens (512): it runs them as runs of rows of similar length,
+    each trimmed to its own longest text, and answers every row as the whole batch run in-process does."""
     config = parse_config(triton_server_fp32.config.repository / "token_classification_onnx" / "configs" / "fp32.pbtxt")
     assert int(config.parameters["max_run_tokens"].string_value) < 12 * 64
     tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "token_classification"))

@@ -4,7 +4,8 @@ The pip-installed tritonserver has no onnxruntime backend, so this small model s
 file, precision, threads and parallel streams come from config parameters written by `python -m deploy build`, which
 picks them per CPU by measurement (deploy/engine_choice.py); graph_engines.py, shipped beside this file, runs them.
 Requests the dynamic batcher hands over together are grouped by shape (the tokenizer pads to length buckets, so
-similar texts share a shape) and each group runs as engine calls of at most `max_run_tokens` tokens (bounded_runs.py).
+similar texts share a shape) and each group runs as engine calls of at most `max_run_tokens` tokens, rows of similar
+real length together (bounded_runs.py).
 A group that fails is retried request by request, so one bad request gets its own error and the others their results.
 
 With several streams, one instance keeps one batch in flight per stream on one copy of the weights: execute() hands
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from bounded_runs import row_tokens, run_bounded
+from bounded_runs import row_lengths, run_bounded
 from graph_engines import LENGTH_STEP, EngineSpec, open_engine
 
 
@@ -52,6 +53,8 @@ class TritonPythonModel:
         # every engine run holds at most this many tokens, or one row where a row is longer (bounded_runs.py: bounded
         # working memory, no speed lost); multiple choice (one unbatched [1, choices, length] request) runs whole
         self.max_run_tokens = int(params["max_run_tokens"])
+        # rows of similar length share a run (less padding computed); "false" keeps arrival order (perf tune's A/B)
+        self.pack_runs = params.get("pack_runs", "true") == "true"
         # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
         # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
         # back to what the untrimmed run would return. An axis of any other form turns trimming off. The names come
@@ -172,22 +175,20 @@ class TritonPythonModel:
                 responses[index] = _error(exc, self.spec.engine)
 
     def _run_bounded(self, feed, stream):
-        """The batch as engine runs of at most max_run_tokens tokens (counted at the batch's real length, not its
-        bucket's), each trimmed to its own longest text."""
-        length = feed["input_ids"].shape[-1] if "input_ids" in feed else 0
-        used = self._used_length(feed, length) if length else 0
-        per_row = row_tokens(feed) // length * used if length else None
-        return run_bounded(lambda part: self._run(part, stream), feed, self.max_run_tokens, per_row)
+        """The batch as engine runs of at most max_run_tokens tokens, counted at the rows' real lengths (not their
+        bucket's); with pack_runs, rows of similar length run together (bounded_runs.plan_runs), else in arrival
+        order. Each run is trimmed to its own longest text."""
+        lengths = self._row_lengths(feed)
+        if lengths is not None and not self.pack_runs:
+            lengths = np.full_like(lengths, lengths.max(initial=1))  # consecutive slices at the batch's real length
+        return run_bounded(lambda part: self._run(part, stream), feed, self.max_run_tokens, lengths)
 
-    def _used_length(self, feed, length):
-        """The columns a run of `feed` needs: up to its longest text plus one (all of them without trimming)."""
-        if not self.trim_padding:
-            return length
-        columns = np.flatnonzero(feed["attention_mask"].reshape(-1, length).any(axis=0))
-        # one padding column stays: MobileBERT's trigram embedding reads each token's right neighbour
-        used = int(columns[-1]) + 2 if columns.size else 1
-        step = LENGTH_STEP[self.spec.engine]  # OpenVINO: few distinct shapes (see graph_engines)
-        return min(length, -(-used // step) * step)
+    def _row_lengths(self, feed):
+        """Each row's columns a run needs (None without trimming: every row needs its whole padded length)."""
+        if not self.trim_padding or "input_ids" not in feed:
+            return None
+        # OpenVINO: few distinct shapes (see graph_engines)
+        return row_lengths(feed["attention_mask"], LENGTH_STEP[self.spec.engine])
 
     def _run(self, feed, stream):
         """One engine call at the batch's real length.
@@ -197,7 +198,8 @@ class TritonPythonModel:
         get zero attention weight, so the real positions' results do not change.
         """
         length = feed["input_ids"].shape[-1] if "input_ids" in feed else 0
-        used = self._used_length(feed, length) if length else length
+        lengths = self._row_lengths(feed)
+        used = int(lengths.max(initial=1)) if lengths is not None else length
         trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
         outputs = self.engine.run(trimmed, stream)
         if used == length:
