@@ -67,6 +67,7 @@ class CompareSettings:
     bulk_rows: int | None = 8  # (c) bulk: texts per call; None: not measured
     bulk_concurrency: list[int] = field(default_factory=lambda: [2, 4])
     server_url: str | None = None  # a running server to use for (c) instead of starting one
+    server_metrics_url: str | None = None  # that server's metrics host:port (the ONNX runners' own timing)
     peers: list[str] = field(default_factory=list)  # optimum (d), openvino (e); [] = none (the CLI adds both)
     peer_batches: list[int] = field(default_factory=lambda: [8, 16])
     peer_envs: Path = DEFAULT_ROOT  # where the peers' venvs are created and cached
@@ -409,7 +410,7 @@ def _rounds(settings, plan, candidates, procs, server_log, log, quiet) -> tuple[
         measured.update(run_peer_round(settings, plan, procs, warmed, log))
         load_server = quiet() if quiet else environment.load_average()
         if settings.server_url:
-            measured.update(run_triton_round(settings, plan, settings.server_url, log))
+            measured.update(run_triton_round(settings, plan, settings.server_url, log, settings.server_metrics_url))
         else:
             with server_for(settings.repository, list(plan), log_file=server_log) as server:
                 measured.update(run_triton_round(settings, plan, server.grpc_url, log, server.metrics_url))

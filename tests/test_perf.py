@@ -97,6 +97,7 @@ def comparison(built_repository, triton_server) -> dict:
         bulk_rows=4,
         bulk_concurrency=[2],
         server_url=triton_server.grpc_url,
+        server_metrics_url=triton_server.metrics_url,
     )
     return run_comparison(settings, log=lambda _: None)
 
@@ -249,6 +250,9 @@ def test_comparison_has_all_three_candidates_and_their_ratios(comparison):
         assert t["ratios"]["c/b"] == pytest.approx(c / b, rel=1e-2)
         assert t["ratios"]["c_bulk/b"] == pytest.approx(bulk / b, rel=1e-2)
         assert t["c"]["failed"] == 0 and t["c_bulk"]["failed"] == 0
+        # a running server's metrics URL reaches (c): its breakdown has the ONNX runner's own timing
+        onnx = t["c"]["best"]["server"][f"{task}_onnx"]
+        assert onnx["runner_requests"] == onnx["requests"] > 0 and onnx["runner_compute_ms"] > 0
         assert t["c"]["best"]["batch"] == 1 and t["c_bulk"]["best"]["batch"] == 4
         assert len(t["a"]["best"]["rounds"]) == len(t["c"]["best"]["rounds"]) == 3
         assert 100 <= t["tokens"]["min"] <= t["tokens"]["max"] <= 128
