@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from .errors import ExportError
-from .heads import INPUT_NAMES, HeadSpec
+from .heads import INPUT_NAMES, FillMaskTopK, HeadSpec, mask_slot_axis
 
 logger = logging.getLogger(__name__)
 # The exporter warns on every call that torchvision's ops cannot be registered; we have no torchvision and need none.
@@ -72,11 +72,23 @@ def export_fp32(
     except Exception as exc:
         raise ExportError(f"{spec.name}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
     model = program.model_proto
+    if isinstance(module, FillMaskTopK):
+        name_mask_slots(model, module.max_masks)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))  # weights inline: the graph is ~100 MB, under protobuf's 2 GB limit
     check_dynamic_axes(model, spec, where="after export")
     logger.info("%s: exported FP32 ONNX (%d nodes, opset %d) to %s", spec.name, len(model.graph.node), opset, path)
     return model
+
+
+def name_mask_slots(model: onnx.ModelProto, max_masks: int) -> None:
+    """Give the fill-mask outputs' slot axis (axis 1, data-dependent: the exporter calls it u0, u1, ...) the name a
+    runner reads as "at most min(max_masks, sequence)" (heads.mask_slot_axis)."""
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) < 2 or dims[1].HasField("dim_value"):
+            raise ExportError(f"fill_mask: output {output.name} has no data-dependent slot axis after export")
+        dims[1].dim_param = mask_slot_axis(max_masks)
 
 
 def check_dynamic_axes(model: onnx.ModelProto, spec: HeadSpec, *, where: str) -> None:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -101,13 +102,19 @@ def test_fill_mask_graph_returns_top_k_at_mask_positions_only(exported_small, de
     texts = ["The capital of France is [MASK].", "No masks here at all.", "[MASK] and [MASK] went up the [MASK]."]
     enc = tok(texts, padding=True, return_tensors="np")
     positions, valid, top_ids, top_probs = sess.run(None, {k: enc[k] for k in INPUT_NAMES})
-    assert top_ids.shape == (3, 8, 10) and top_probs.shape == (3, 8, 10)
+    # the head runs only as many slots as the row with the most [MASK]s fills (3 here), not all 8
+    assert top_ids.shape == (3, 3, 10) and top_probs.shape == (3, 3, 10)
     assert valid.sum(axis=1).tolist() == [1, 0, 3]
     for row in range(3):
         expected = np.flatnonzero(enc["input_ids"][row] == tok.mask_token_id).tolist()
         assert positions[row][valid[row]].tolist() == expected
     assert np.all(np.diff(top_probs, axis=-1) <= 1e-7), "probabilities come sorted, best first"
     assert np.all(top_probs[valid].sum(-1) <= 1.0 + 1e-5)
+    (no_mask,) = sess.run(["mask_valid"], {k: enc[k][1:2] for k in INPUT_NAMES})
+    assert no_mask.shape == (1, 1) and not no_mask.any()  # one slot, invalid, when no row has a [MASK]
+    for graph in (graph_paths(out, "fill_mask", flavour)[0] for flavour in ("fp32", "int8-dynamic")):
+        outputs = onnx.load(str(graph), load_external_data=False).graph.output
+        assert {o.type.tensor_type.shape.dim[1].dim_param for o in outputs} == {"Min(8, masks)"}
     manifest = json.loads(graph_paths(out, "fill_mask", "fp32")[1].read_text())
     assert manifest["serving"] == {"max_seq": 512, "mask_token_id": tok.mask_token_id, "max_masks": 8, "top_k": 10}
 

@@ -236,6 +236,19 @@ def test_runs_of_reordered_rows_answer_each_row_in_its_place():
     assert seen == [[0, 4, 8, 12, 16]]  # one run of every row: the feed as it came
 
 
+def test_runs_with_fewer_slots_are_zero_padded_to_the_widest_run():
+    """The fill-mask graph answers as many slots as a run's rows have [MASK]s: runs of 1 and 3 slots join as 3."""
+    feed = {"input_ids": np.array([[7, 0], [5, 5]])}
+
+    def run(part):  # slots: the most 5s of a row, plus one; a valid flag and a 2-wide answer per slot
+        slots = int((part["input_ids"] == 5).sum(axis=1).max()) + 1
+        return [np.ones((len(part["input_ids"]), slots), bool), np.full((len(part["input_ids"]), slots, 2), 9.0)]
+
+    valid, top = run_planned(run, feed, [np.array([1]), np.array([0])])
+    np.testing.assert_array_equal(valid, [[True, False, False], [True, True, True]])
+    assert top.shape == (2, 3, 2) and top[0, 1:].sum() == 0 and (top[0, 0] == 9).all() and (top[1] == 9).all()
+
+
 @pytest.mark.functional
 def test_bounded_runs_of_a_real_graph_give_the_whole_batch_results(exported_small, demo_small):
     from transformers import AutoTokenizer

@@ -507,7 +507,8 @@ def test_a_batch_over_the_run_bound_is_served_as_slices_with_the_whole_batch_res
 
 
 def test_trimmed_fill_mask_batches_keep_their_mask_slots(triton_server, demo_small):
-    """fill_mask_onnx's outputs have Min(8, sequence) mask slots: a 5-token text in the 32 bucket still gets 8."""
+    """fill_mask_onnx answers min(8, sequence) mask slots, though its graph runs only the slots a row fills: a
+    5-token text with one [MASK] in the 32 bucket gets 8, seven of them invalid."""
     tokenizer = MobileBertTokenizer.from_pretrained(_ckpt(demo_small, "fill_mask"))
     row = tokenizer("[MASK] here")["input_ids"]
     ids = np.zeros((1, 32), np.int64)

@@ -89,14 +89,22 @@ def run_planned(
     run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feed: dict[str, np.ndarray], runs: list[np.ndarray]
 ) -> list[np.ndarray]:
     """`run(feed)` as the given runs of rows, outputs joined back in the feed's row order (every output's first axis
-    is the batch, and `run` answers every run at the feed's own padded shape). One run of every row runs the feed as
-    it came."""
+    is the batch). An output whose other axes differ between runs (the fill-mask graph's slot axis holds as many
+    slots as the run's rows have [MASK]s) is zero-padded to the largest, which marks the added slots invalid. One
+    run of every row runs the feed as it came."""
     if len(runs) == 1:
         return run(feed)
     parts = [run({name: array[rows] for name, array in feed.items()}) for rows in runs]
     order = np.concatenate(runs)
     joined = []
     for outputs in zip(*parts, strict=True):
+        shape = np.max([output.shape[1:] for output in outputs], axis=0)
+        outputs = [
+            np.pad(output, [(0, 0)] + [(0, int(s) - n) for s, n in zip(shape, output.shape[1:], strict=True)])
+            if tuple(shape) != output.shape[1:]
+            else output
+            for output in outputs
+        ]
         together = np.concatenate(outputs)
         restored = np.empty_like(together)
         restored[order] = together

@@ -55,20 +55,23 @@ class TritonPythonModel:
         self.max_run_tokens = int(params["max_run_tokens"])
         # rows of similar length share a run (less padding computed); "false" keeps arrival order (perf tune's A/B)
         self.pack_runs = params.get("pack_runs", "true") == "true"
-        # Output axes whose size follows the input's sequence length (export names that axis "sequence"; the
-        # fill-mask graph's mask slots are "Min(8, sequence)"), as functions of the length: trimmed runs are padded
-        # back to what the untrimmed run would return. An axis of any other form turns trimming off. The names come
-        # from the ONNX file via the build: OpenVINO does not keep symbolic dimension names.
+        # Output axes whose size follows the input's sequence length (export names that axis "sequence"), as
+        # functions of the length: trimmed runs are padded back to what the untrimmed run would return. The
+        # fill-mask graph's slot axis ("Min(8, masks)") holds only as many slots as the run's rows have [MASK]s;
+        # every run is padded to min(8, length) slots (invalid ones), so runs join and every batch answers alike.
+        # An axis of any other form turns trimming off. The names come from the ONNX file via the build: OpenVINO
+        # does not keep symbolic dimension names.
         self.trim_padding = params["trim_padding"] == "true" and "attention_mask" in self.input_names
         self.sequence_axes = {}
         for name, dims in json.loads(params["output_axes"]).items():
             axes = {}
             for axis, dim in enumerate(dims):
-                if isinstance(dim, str) and "sequence" in dim:
+                if isinstance(dim, str) and ("sequence" in dim or "masks" in dim):
                     size = _sequence_size(dim)
                     if size is None:
                         self.trim_padding = False
-                    axes[axis] = size
+                    else:
+                        axes[axis] = size
             self.sequence_axes[name] = axes
         self._timing = _RunnerTiming(args["model_name"], args["model_version"])
         self._idle_streams = queue.SimpleQueue()
@@ -202,7 +205,7 @@ class TritonPythonModel:
         used = int(lengths.max(initial=1)) if lengths is not None else length
         trimmed = feed if used == length else {name: array[..., :used] for name, array in feed.items()}
         outputs = self.engine.run(trimmed, stream)
-        if used == length:
+        if not length:
             return outputs
         padded = []
         for name, output in zip(self.output_names, outputs, strict=True):
@@ -272,6 +275,10 @@ def _sequence_size(dim):
     """The size of an output axis named `dim` as a function of the sequence length, or None if not understood."""
     if dim == "sequence":
         return lambda length: length
+    masks = re.fullmatch(r"Min\((\d+), ?masks\)", dim)
+    if masks is not None:  # fill-mask slots: as many as the rows' [MASK]s, at most the bound and the length
+        bound = int(masks.group(1))
+        return lambda length: min(bound, length)
     match = re.fullmatch(r"(Min|Max)\((?:(\d+), sequence|sequence, (\d+))\)", dim.replace(" ", "").replace(",", ", "))
     if match is None:
         return None
