@@ -22,7 +22,7 @@ import numpy as np
 
 ENGINES = ("onnxruntime", "openvino")
 OPENVINO_PRECISIONS = ("f32", "bf16")
-OPENVINO_CACHE = "openvino-cache"  # inside the model's version folder, one subfolder per CPU kind
+OPENVINO_CACHE = "openvino-cache"  # inside the model's version folder: per CPU kind, then per precision and layout
 # The runner trims a batch's padding to its longest text, rounded up to this many tokens. OpenVINO compiles kernels
 # and allocates buffers for every new input shape (measured on a full-size QA graph on an AMD EPYC Zen 4: ~0.3-0.5 s
 # the first time a shape comes, and RSS from 0.35 to 1.4 GB over 24 shapes), so its lengths come in steps of 32;
@@ -54,6 +54,11 @@ class EngineSpec:
         flavour = self.graph.removeprefix("model.").removesuffix(".onnx")
         precision = "" if self.precision == "graph" else f" {self.precision}"
         return f"{self.engine} {flavour}{precision} {self.streams}x{self.threads}"
+
+    @property
+    def cache_layout(self) -> str:
+        """The compiled-model cache's subfolder for this engine: what it is compiled with besides graph and CPU."""
+        return f"{self.precision}-{self.streams}x{self.threads}"
 
     def to_parameters(self) -> dict[str, str]:
         """The runner's config parameters (deploy.model_configs writes them; the runner reads them back)."""
@@ -144,10 +149,13 @@ def _check_stream(spec: EngineSpec, stream: int) -> None:
         raise RuntimeError(f"stream {stream} does not exist: this engine runs {spec.streams} stream(s)")
 
 
-def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None) -> str | None:
-    """`folder`/openvino-cache/<CPU kind>, created; None where it cannot be written (a read-only repository:
-    OpenVINO then compiles at every load). Keyed by the CPU's flags because a compiled model holds the kernels and
-    precisions chosen for the CPU it was compiled on."""
+def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None, layout: str = "") -> str | None:
+    """`folder`/openvino-cache/<CPU kind>[/<layout>], created; None where it cannot be written (a read-only
+    repository: OpenVINO then compiles at every load). Keyed by the CPU's flags because a compiled model holds the
+    kernels and precisions chosen for the CPU it was compiled on, and by `layout` (the engine's precision, streams
+    and threads: `EngineSpec.cache_layout`) because OpenVINO's own cache key leaves the precision hint out: on an
+    Intel Xeon with AMX (openvino 2026.4) a bf16 engine imported the f32 engine's blob of the same graph and crashed
+    in its first inferences (SIGSEGV, SIGFPE, abort)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -157,7 +165,7 @@ def openvino_cache_dir(folder: str | os.PathLike, cpuinfo: str | None = None) ->
     lines = cpuinfo.splitlines()
     flags = next((line.partition(":")[2] for line in lines if line.startswith(("flags", "Features"))), "")
     key = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
-    path = os.path.join(folder, OPENVINO_CACHE, key)
+    path = os.path.join(folder, OPENVINO_CACHE, key, layout) if layout else os.path.join(folder, OPENVINO_CACHE, key)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:
@@ -170,5 +178,5 @@ def open_engine(folder: str | os.PathLike, spec: EngineSpec, cache: bool = True)
     `folder` unless `cache` is False)."""
     path = os.path.join(folder, spec.graph)
     if spec.engine == "openvino":
-        return OpenVinoEngine(path, spec, openvino_cache_dir(folder) if cache else None)
+        return OpenVinoEngine(path, spec, openvino_cache_dir(folder, layout=spec.cache_layout) if cache else None)
     return OrtEngine(path, spec)

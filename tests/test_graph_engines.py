@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +310,37 @@ def test_openvino_cache_folder_is_per_cpu_kind_and_absent_where_it_cannot_be_cre
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     assert openvino_cache_dir(not_a_folder, avx2) is None  # cannot be created: OpenVINO compiles at each load
+    # one subfolder per precision and layout: OpenVINO's own key leaves the precision hint out
+    f32 = EngineSpec("openvino", "model.fp32.onnx", "f32", threads=1, streams=2)
+    layouts = {f32, replace(f32, precision="bf16"), replace(f32, streams=1), replace(f32, threads=2)}
+    folders = {openvino_cache_dir(tmp_path, avx2, spec.cache_layout) for spec in layouts}
+    assert len(folders) == len(layouts) and all(Path(f).parent == Path(first) for f in folders)
+
+
+@pytest.mark.functional
+def test_openvino_engines_of_one_graph_at_two_precisions_keep_their_own_compiled_models(exported_small, tmp_path):
+    # On an Intel Xeon with AMX a bf16 engine imported the f32 engine's cached blob (same OpenVINO cache key) and
+    # crashed the process in its first two-stream inferences.
+    if "bf16" not in openvino_precisions():
+        pytest.skip("this CPU computes no bf16: OpenVINO compiles every graph at f32 here")
+    out, _ = exported_small
+    folder = tmp_path / "1"
+    folder.mkdir()
+    graph = graph_paths(out, "text_classification", "fp32")[0]
+    os.link(graph, folder / graph.name)
+    trial = EngineTrial(seconds=0.2, rounds=1, batch=4, length=32)
+    feeds = trial_feeds({"input_ids": 2, "attention_mask": 2, "token_type_ids": 2}, trial, 1000)
+    outputs = {}
+    for precision in ("f32", "bf16", "bf16"):  # the second bf16 engine imports its own blob
+        engine = open_engine(folder, EngineSpec("openvino", graph.name, precision, threads=1, streams=2))
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda s, e=engine: [e.run(f, s)[0] for f in feeds for _ in range(5)], range(2)))
+        outputs.setdefault(precision, runs[0])
+    blobs = {p.parent.name for p in (folder / OPENVINO_CACHE).rglob("*.blob")}
+    assert blobs == {"f32-2x1", "bf16-2x1"}
+    for a, b in zip(outputs["f32"], outputs["bf16"], strict=True):
+        cosine = float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cosine > 0.99
 
 
 @pytest.mark.functional
