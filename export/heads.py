@@ -67,7 +67,7 @@ class FillMaskTopK(nn.Module):
         if top_k > model.config.vocab_size:
             raise ValueError(f"top_k={top_k} exceeds the vocabulary size {model.config.vocab_size}")
         self.encoder = model.mobilebert
-        self.mask_head = model.cls.predictions  # module path kept FP32 by the dynamic quantizer (export/quantize.py)
+        self.head = model.cls.predictions
         self.mask_token_id = mask_token_id
         self.max_masks = max_masks
         self.top_k = top_k
@@ -91,7 +91,7 @@ class FillMaskTopK(nn.Module):
         positions = order[:, :slots]
         valid = torch.gather(is_mask, 1, positions) > 0.5
         gathered = torch.gather(hidden, 1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        probs = torch.softmax(self.mask_head(gathered), dim=-1)
+        probs = torch.softmax(self.head(gathered), dim=-1)
         top_probs, top_ids = torch.topk(probs, self.top_k, dim=-1)
         return positions, valid, top_ids, top_probs
 

@@ -42,10 +42,6 @@ DEFAULT_FP32_SCOPES: dict[str, str] = {
     "qa_outputs": "final classifier: negligible cost, error lands directly on the prediction",
     "classifier": "final classifier: negligible cost, error lands directly on the prediction",
     "seq_relationship": "final classifier: negligible cost, error lands directly on the prediction",
-    # fill-mask's vocabulary head runs on the [MASK] slots only (~16 MMAC per slot, under 2% of a 128-token row in
-    # FP32). INT8 there flips near-tied top-1 tokens: a trained small model's top-1 agreement on an Intel Xeon with
-    # AMX was 0.9891 with it quantized, 0.9935 without (the kernel check agreed: not a kernel fault).
-    "mask_head": "fill-mask vocabulary head: [MASK] slots only, error lands directly on the predicted token",
 }
 
 
