@@ -29,7 +29,7 @@ from model_def import MobileBertConfig, MobileBertTokenizer
 
 from .build_record import BUILD_RECORD
 from .build_record import read_build_record as read_build_record  # re-exported: demo, soak and perf import it here
-from .engine_choice import EngineTrial, candidates, choose, trial_feeds
+from .engine_choice import EngineChoice, EngineTrial, allot, candidates, choose, trial_feeds
 from .ensemble_configs import ensemble_config, post_config
 from .model_configs import (
     DEFAULT_LENGTH_BUCKETS,
@@ -93,11 +93,17 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
     models: list[str] = []
     report: dict[str, dict] = {}
     engines: dict[str, dict] = {}
+    placed: dict[str, _PlacedTask] = {}
     with tqdm(sorted(checkpoints.items()), desc="build", unit="task") as bar:
         for task, checkpoint in bar:
             manifests = export_head(task, checkpoint, settings.export_dir, export_settings, progress=bar)
-            report[task], engines[task] = _add_task(repository, task, checkpoint, manifests, tokenizer_json, settings)
-            models += DEPLOYMENTS[task].models
+            placed[task] = _place_task(repository, task, checkpoint, manifests, settings)
+    # which engine serves each task is decided for the repository as a whole: their memory adds up
+    extra_mb = settings.engine_trial.extra_mb_per_task * len(placed)
+    chosen = allot({task: p.choice for task, p in placed.items()}, extra_mb)
+    for task, task_placed in placed.items():
+        report[task], engines[task] = _configure_task(repository, task_placed, chosen[task], tokenizer_json, settings)
+        models += DEPLOYMENTS[task].models
     tokenizers = {DEPLOYMENTS[t].tokenizer for t in checkpoints}
     for name in sorted(tokenizers):
         add_tokenizer_model(repository, name, tokenizer_json, settings)
@@ -234,10 +240,21 @@ def _copy_python_model(source: Path, model_dir: Path, modules: tuple[str, ...]) 
         shutil.copy2(PYTHON_MODELS / module, version / module)
 
 
-def _add_task(
-    repository: Path, task: str, checkpoint: Path, manifests: dict, tokenizer_json: str, settings: BuildSettings
-) -> tuple[dict, dict]:
-    """Place one task's models; returns its graphs' figures (per flavour) and the engine choice."""
+@dataclass
+class _PlacedTask:
+    """One task's graphs placed in its runner's version folder and its engines measured there."""
+
+    task: str
+    manifests: dict[str, Manifest]
+    graphs: dict[str, str]  # flavour -> graph file name
+    signature: tuple  # (inputs, outputs) of the CPU graph
+    limits: dict[str, int]
+    output_axes: dict
+    choice: EngineChoice  # the trial's figures; `allot` decides what serves
+
+
+def _place_task(repository: Path, task: str, checkpoint: Path, manifests: dict, settings: BuildSettings) -> _PlacedTask:
+    """Place one task's graphs and runner, and measure its candidate engines on this CPU."""
     deployment = DEPLOYMENTS[task]
     onnx_dir = repository / deployment.onnx_model
     version = onnx_dir / "1"
@@ -257,21 +274,34 @@ def _add_task(
         raise BuildError(
             f"{task}: the {settings.cpu.graph_flavour} and {settings.gpu.graph_flavour} graphs differ in I/O"
         )
-    common = {"batched": deployment.batched, "batching": settings.batching}
-    name = deployment.onnx_model
     model_config = MobileBertConfig.from_pretrained(checkpoint)
     limits = {
         "vocab_size": model_config.vocab_size,
         "type_vocab_size": model_config.type_vocab_size,
         "max_position_embeddings": model_config.max_position_embeddings,
     }
-    cpu, axes = settings.cpu, output_axes(cpu_graph)
+    cpu = settings.cpu
     layout = {"threads": cpu.intra_op_threads, "streams": cpu.streams}
     specs = candidates(manifests, cpu.graph_flavour, cpu.engine, **layout)
     feeds = trial_feeds(
         {i.name: len(i.dims) + deployment.batched for i in inputs}, settings.engine_trial, limits["vocab_size"]
     )
     choice = choose(version, specs, feeds, settings.engine_trial, cpu.max_run_tokens)
+    return _PlacedTask(task, manifests, graphs, (inputs, outputs), limits, output_axes(cpu_graph), choice)
+
+
+def _configure_task(
+    repository: Path, placed: _PlacedTask, choice: EngineChoice, tokenizer_json: str, settings: BuildSettings
+) -> tuple[dict, dict]:
+    """Write one task's configs with `choice` serving; returns its graphs' figures (per flavour) and the choice."""
+    task, manifests, graphs = placed.task, placed.manifests, placed.graphs
+    limits, axes = placed.limits, placed.output_axes
+    inputs, outputs = placed.signature
+    deployment, cpu = DEPLOYMENTS[task], settings.cpu
+    onnx_dir = repository / deployment.onnx_model
+    common = {"batched": deployment.batched, "batching": settings.batching}
+    name = deployment.onnx_model
+    layout = {"threads": cpu.intra_op_threads, "streams": cpu.streams}
     logger.info("%s: served by %s (%s)", task, choice.spec.label, choice.reason)
     cpu_config = onnx_cpu_config(
         name, choice.spec, (inputs, outputs), cpu=cpu, output_axes=axes, limits=limits, **common

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=CpuSettings.engine,
         help="CPU engine: auto = the fastest validated one, measured on this CPU at build time",
     )
+    build.add_argument(
+        "--engine-extra-mb-per-task",
+        type=float,
+        help="memory the chosen engines may take beyond each task's leanest candidate, per task, summed over the "
+        "repository, in MB (default: deploy.engine_choice.EngineTrial's, 16): a faster engine serves where it fits",
+    )
     build.add_argument("--force", action="store_true", help="export heads whose weights the checkpoint lacks")
     serve = sub.add_parser("serve", help="start tritonserver and wait until every model is READY")
     serve.add_argument("--repository", type=Path, default=Path("triton_repo"))
@@ -121,6 +127,7 @@ def _build(args: argparse.Namespace) -> int:
 
     from .build import BuildError, BuildSettings, build_repository
     from .build_plan import build_summary, deployment_plan
+    from .engine_choice import EngineTrial
 
     try:
         overrides = dict(_parse_override(t) for t in args.task_checkpoint)
@@ -144,6 +151,9 @@ def _build(args: argparse.Namespace) -> int:
                 engine=args.engine,
             ),
             export_dir=args.export_dir,
+            engine_trial=EngineTrial()
+            if args.engine_extra_mb_per_task is None
+            else EngineTrial(extra_mb_per_task=args.engine_extra_mb_per_task),
         )
         settings.export.force = args.force
         record = build_repository(args.repository, plan, settings)
