@@ -99,8 +99,10 @@ def build_repository(repository: Path, checkpoints: dict[str, Path], settings: B
             manifests = export_head(task, checkpoint, settings.export_dir, export_settings, progress=bar)
             placed[task] = _place_task(repository, task, checkpoint, manifests, settings)
     # which engine serves each task is decided for the repository as a whole: their memory adds up
-    extra_mb = settings.engine_trial.extra_mb_per_task * len(placed)
-    chosen = allot({task: p.choice for task, p in placed.items()}, extra_mb)
+    trial = settings.engine_trial
+    chosen = allot(
+        {task: p.choice for task, p in placed.items()}, trial.extra_mb_per_task * len(placed), trial.min_gain
+    )
     for task, task_placed in placed.items():
         report[task], engines[task] = _configure_task(repository, task_placed, chosen[task], tokenizer_json, settings)
         models += DEPLOYMENTS[task].models

@@ -331,11 +331,26 @@ def test_the_memory_allowance_buys_the_largest_speedups_that_fit_and_the_reasons
         "onnxruntime.onnx",
         "openvino.onnx",
     ]
+    # a gain the trial cannot resolve buys nothing, even where it would also save memory
+    close = allot(choices, 10_000.0, min_gain=1.6)
+    ort, ov = "onnxruntime.onnx", "openvino.onnx"
+    assert [c.spec.graph for c in close.values()] == [ort, ort, ov, ort]
+    assert close["question_answering"].reason == (
+        "fastest of them; within the trial's noise (1.6x): onnxruntime (47 MB), not openvino (207 MB, only 1.56x as "
+        "fast)"
+    )
+    assert allot(choices, 10_000.0)["pretraining"].spec.graph == "onnxruntime.onnx"  # 0.99x
+    assert (
+        allot({"p": _trialled([("onnxruntime", 54.4, 733.0), ("openvino", 59.1, 690.0)])}, 0.0, 1.1)["p"].spec.graph
+        == "onnxruntime.onnx"
+    )
     # a task measured with one candidate only keeps it, whatever the allowance
     only = EngineChoice(EngineSpec("onnxruntime", "x.onnx"), reason="the only candidate")
     assert allot({"t": only}, 0.0)["t"] is only
     with pytest.raises(ValueError, match="extra_mb_per_task >= 0"):
         EngineTrial(extra_mb_per_task=-1)
+    with pytest.raises(ValueError, match="min_gain must be >= 1"):
+        EngineTrial(min_gain=0.9)
 
 
 def test_pages_of_files_mapped_from_a_folder_are_handed_back_and_read_back_unchanged(tmp_path):
