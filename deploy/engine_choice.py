@@ -63,12 +63,19 @@ class EngineTrial:
     min_gain: float = 1.1
 
     def __post_init__(self) -> None:
-        if self.seconds <= 0 or self.rounds < 1 or self.batch < 1 or self.length < 2 or self.extra_mb_per_task < 0:
+        if (
+            self.seconds <= 0
+            or self.rounds < 1
+            or self.batch < 1
+            or self.length < 2
+            or not 0 <= self.extra_mb_per_task < math.inf
+        ):
             raise ValueError(
-                f"engine trial: seconds > 0, rounds >= 1, batch >= 1, length >= 2, extra_mb_per_task >= 0 (got {self})"
+                "engine trial: seconds > 0, rounds >= 1, batch >= 1, length >= 2, 0 <= extra_mb_per_task < inf "
+                f"(got {self})"
             )
-        if self.min_gain < 1:
-            raise ValueError(f"engine trial: min_gain must be >= 1 (got {self.min_gain})")
+        if not 1 <= self.min_gain < math.inf:
+            raise ValueError(f"engine trial: min_gain must be >= 1 and finite (got {self.min_gain})")
 
     def shapes(self) -> list[tuple[int, int]]:
         """The (batch, length) of each trial batch: the mix, scaled to `batch` x `length`, distinct, in mix order."""
@@ -224,9 +231,10 @@ def allot(choices: dict[str, EngineChoice], extra_mb: float, min_gain: float = 1
         reason = choice.reason
         gain = fastest["seq_per_s"] / max(chosen["seq_per_s"], 1e-9)
         passed = f"{chosen['label']} ({chosen['memory_mb']:g} MB), not {fastest['label']} ({fastest['memory_mb']:g} MB"
-        if chosen is not fastest and choice.measured.index(fastest) not in allowed[task]:
+        slower = chosen["seq_per_s"] < fastest["seq_per_s"]  # not when as fast and leaner
+        if slower and choice.measured.index(fastest) not in allowed[task]:
             reason += f"; within the trial's noise ({min_gain:g}x): {passed}, only {gain:.2f}x as fast)"
-        elif chosen is not fastest:
+        elif slower:
             reason += (
                 f"; engine memory beyond each task's leanest limited to {extra_mb:g} MB over the repository (this "
                 f"choice: {extra:.0f} MB): {passed}, {gain:.2f}x as fast)"

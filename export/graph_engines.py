@@ -154,7 +154,8 @@ MADV_PAGEOUT = 21  # Linux 5.4+: reclaim the pages now; clean file pages are dro
 
 def page_out_mapped_files(folder: str, maps: str = "/proc/self/maps") -> float:
     """Ask the kernel to reclaim this process's resident pages of the files mapped from inside `folder`; returns the
-    MB of mappings advised (0 where /proc or madvise is absent). Safe for any mapping: MADV_PAGEOUT drops clean file
+    MB of mappings advised, not what was freed (0 where /proc or madvise is absent; the kernel skips pages other
+    processes share, and files on tmpfs without swap keep theirs). Safe for any mapping: MADV_PAGEOUT drops clean file
     pages, which fault back in from the file when touched, and leaves written (private) pages alone without swap,
     unlike MADV_DONTNEED, which would discard them."""
     try:
@@ -169,7 +170,9 @@ def page_out_mapped_files(folder: str, maps: str = "/proc/self/maps") -> float:
     advised = 0
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or not os.path.realpath(fields[5].strip()).startswith(prefix):
+        path = fields[5].strip().removesuffix(" (deleted)") if len(fields) == 6 else ""
+        # "[heap]", "[stack]", "[anon:...]" are no files (and would resolve against the working directory)
+        if not path.startswith("/") or not os.path.realpath(path).startswith(prefix):
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if madvise(start, end - start, MADV_PAGEOUT) == 0:
