@@ -9,7 +9,8 @@ the repository does (onnxruntime dynamic INT8, and static U8S8 QDQ, which OpenVI
 NNCF's INT8 models), and runs 8 x 128 tokens through it: one stream of 1 thread, and 2 streams of 1 thread each from
 two threads (the runner's layout on 2 cores). GMAC/s over the layer MACs is each engine's INT8 GEMM rate on exactly
 this work, with nothing else in the graph; dividing by the MACs of a whole sequence bounds the sequences per second
-a complete model can reach with that engine on this CPU.
+a complete model can reach with that engine on this CPU. Where the CPU computes bf16 (AMX, AVX512-BF16), the float
+graph at OpenVINO's bf16 precision runs beside them: the rate INT8 has to beat there.
 
     python benchmarks/bench_int8_roofline.py [--seconds 3] [--out artifacts/perf/int8-roofline.json]
 """
@@ -139,10 +140,18 @@ def runner(engine: str, path: Path, streams: int):
     import openvino as ov
 
     config = {"INFERENCE_NUM_THREADS": streams, "NUM_STREAMS": streams, "ENABLE_CPU_PINNING": False}
-    config["INFERENCE_PRECISION_HINT"] = "f32"  # INT8 where the graph says so; no bf16 elsewhere
+    # INT8 where the graph says so and no bf16 elsewhere, unless the row is the bf16 one
+    config["INFERENCE_PRECISION_HINT"] = "bf16" if engine.endswith("bf16") else "f32"
     compiled = ov.Core().compile_model(str(path), "CPU", config)
     requests = [compiled.create_infer_request() for _ in range(streams)]
     return lambda x, stream: requests[stream].infer({0: x})
+
+
+def _openvino_bf16() -> bool:
+    """Whether OpenVINO computes bf16 on this CPU (else a bf16 hint would silently run f32)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def rate(run, x: np.ndarray, streams: int, seconds: float) -> float:
@@ -176,6 +185,8 @@ def main() -> None:
         macs = layer_graph(config, folder / "float.onnx")
         graphs = quantized(folder / "float.onnx", folder, config.hidden_size)
         x = np.random.default_rng(2).standard_normal((TOKENS, config.hidden_size)).astype(np.float32)
+        if _openvino_bf16():
+            graphs["openvino fp32 bf16"] = folder / "float.onnx"
         runs = {(e, s): runner(e, p, s) for e, p in graphs.items() for s in (1, 2)}
         best: dict[tuple[str, int], float] = {}
         for _ in range(args.rounds):
@@ -187,7 +198,7 @@ def main() -> None:
         f"(layers {sequence['layers'] / 1e9:.2f}, attention {sequence['attention'] / 1e9:.2f}, "
         f"embedding {sequence['embedding'] / 1e9:.2f}); the layer MatMul graph: {macs / 1e9:.2f} GMAC per 8 x 128"
     )
-    print("| engine | streams x threads | INT8 GEMM GMAC/s | bound: sequences/s of a whole model at this rate |")
+    print("| engine | streams x threads | GEMM GMAC/s | bound: sequences/s of a whole model at this rate |")
     print("|---|---|---:|---:|")
     rows = []
     for (engine, streams), per_second in best.items():
