@@ -54,8 +54,8 @@ class EngineTrial:
     # Memory the chosen engines may take beyond each task's leanest candidate, per task built, summed over the
     # repository (`allot`): a faster engine serves where what it costs in memory fits. Issue 15's target is 1.6 GB for
     # the full repository of 8 tasks, and the repository served by the leanest engines (onnxruntime INT8) measured
-    # 1.40-1.59 GB on an AMD EPYC Zen 4 and ~1.56 GB on an Intel Xeon with AMX: no room is left for OpenVINO's bf16
-    # FP32 graph there (~150 MB more per runner, 1.4-1.9x as fast). This default (128 MB for 8 tasks) absorbs the
+    # 1.40-1.59 GB on an AMD EPYC Zen 4 and 1.56 GB on an Intel Xeon with AMX: no room is left for OpenVINO's bf16
+    # FP32 graph there (~170 MB more per runner served, 1.3-2.1x as fast). This default (128 MB for 8 tasks) absorbs the
     # trial's noise between engines of about equal memory; `deploy build --engine-extra-mb-per-task` buys speed.
     extra_mb_per_task: float = 16.0
     # A candidate replaces onnxruntime only at this speed ratio or more: the trial does not resolve less on a busy
@@ -255,10 +255,10 @@ def _import_runtimes(specs: list[EngineSpec]) -> None:
 
 def resident_mb(trimmed: bool = False) -> float:
     """This process's resident memory, MB (Linux; 0 where /proc is absent, which turns the memory figures off).
-    `trimmed`: after handing the C heap's free memory back first (glibc's malloc_trim), so that what the last
-    outputs took is not counted as the engine's: pretraining's full-vocabulary logits (125 MB per 8 x 128 batch)
-    had made every engine look 700-800 MB large, and the leanest in the trial (OpenVINO) took 252 MB served
-    against onnxruntime's 115."""
+    `trimmed`: after handing the C heap's free memory back first (glibc's malloc_trim), so that output arrays the
+    trial already dropped are not counted as the engine's. What the engines keep themselves stays counted: with it,
+    pretraining's candidates still measured 650-860 MB on AMX (each holds full-vocabulary logits, 125 MB per
+    8 x 128 batch, in its own buffers)."""
     if trimmed:
         gc.collect()
         with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
